@@ -1,0 +1,142 @@
+"""The pte-harness command line: doctor, build, exec, shell, bench."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from . import build, doctor, pipeline, vm
+from .cache import say
+from .errors import EXIT_STATUSES, HarnessError, UsageError
+from .options import Options, merge
+
+
+def add_build_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("kernel")
+    group.add_argument("--config", type=Path, metavar="FILE", help="YAML file with options")
+    group.add_argument("--tree", help="debian:6.12 (default), DIR, git:PATH@REF, TARBALL or URL#sha256=HEX")
+    group.add_argument("--series", help="patch series: DIR, a name under patches/ (default v6.12), or none")
+    group.add_argument("--base", help="tinyconfig (default), defconfig or a config file")
+    group.add_argument("--kconfig", action="append", metavar="FRAG",
+                       help="fragment after kconfigs/base.config (repeatable; default: the "
+                            "feature fragments when a series is applied)")
+    group.add_argument("--jobs", type=int, help="make -j (default: number of CPUs)")
+
+
+def add_boot_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("guest")
+    group.add_argument("--accel", choices=["auto", "kvm", "tcg"], help="default auto")
+    group.add_argument("--memory", help="guest memory (default 1G)")
+    group.add_argument("--cpus", type=int, help="guest CPUs (default 1; more need CONFIG_ACPI in a fragment)")
+    group.add_argument("--cpu", help="QEMU -cpu model (default max)")
+    group.add_argument("--append", help="extra kernel command-line arguments")
+    group.add_argument("--boot-timeout", type=float, help="seconds to reach the guest shell (default 60)")
+    group.add_argument("--timeout", type=float, help="seconds for the guest command (default 600)")
+    group.add_argument("--print-qemu", action="store_true", help="print the QEMU command line")
+    group.add_argument("--run-dir", type=Path, help="where console and QEMU logs go")
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    overrides = {name: getattr(args, name, None) for name in (
+        "tree", "series", "base", "jobs", "accel", "memory", "cpus", "cpu", "append",
+        "boot_timeout", "timeout")}
+    if getattr(args, "kconfig", None) is not None:
+        overrides["kconfig"] = tuple(args.kconfig)
+    return merge(getattr(args, "config", None), overrides)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    result = build.build(pipeline.build_request(options_from(args)))
+    say(f"{'reused' if result.reused else 'built'} {result.version} in {result.seconds:.1f}s "
+        f"(key {result.key[:12]}, log {result.log})")
+    print(result.image)
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise UsageError("exec needs a command: pte-harness exec [options] -- CMD...")
+    options = options_from(args)
+    prepared = pipeline.prepare(options)
+    run_dir = args.run_dir or pipeline.new_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with pipeline.boot(prepared, options, run_dir) as session:
+        if args.print_qemu:
+            say(f"QEMU command line: {session.config.shell_command()}")
+        result = session.run(shlex.join(command), timeout=options.timeout)
+        sys.stdout.write(result.output)
+        sys.stdout.flush()
+        session.check()
+    return result.status
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    options = options_from(args)
+    prepared = pipeline.prepare(options)
+    run_dir = args.run_dir or pipeline.new_run_dir()
+    boot = pipeline.boot_options(options)
+    verdict = vm.choose_accel(boot.accel, prepared.build.image, prepared.initrd)
+    config = vm.VmConfig(prepared.build.image, prepared.initrd, run_dir, accel=verdict.accel,
+                         memory=boot.memory, cpus=boot.cpus, cpu=boot.cpu, append=boot.append,
+                         interactive=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if args.print_qemu:
+        say(f"QEMU command line: {config.shell_command()}")
+    say(f"guest shell ({verdict.accel}); kernel log in {config.console_log}; 'exit' or Ctrl-a x ends it")
+    return subprocess.run(config.command()).returncode
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    return doctor.main()
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+    return bench.main(options_from(args), rounds=args.rounds)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="pte-harness", description="Build, boot and test kernels with the __GFP_PTE_MAPPED series.",
+        epilog="exit statuses: 0 ok; " + ", ".join(f"{v} {k}" for k, v in EXIT_STATUSES.items())
+        + "; exec: otherwise the guest command's own status")
+    sub = top.add_subparsers(dest="subcommand", required=True)
+    sub.add_parser("doctor", help="check prerequisites and the KVM verdict").set_defaults(func=cmd_doctor)
+    p = sub.add_parser("build", help="build (or reuse) the kernel; prints the bzImage path last")
+    add_build_options(p)
+    p.set_defaults(func=cmd_build)
+    p = sub.add_parser("exec", help="boot the guest and run a command in it")
+    add_build_options(p)
+    add_boot_options(p)
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    p.set_defaults(func=cmd_exec)
+    p = sub.add_parser("shell", help="an interactive shell in the guest")
+    add_build_options(p)
+    add_boot_options(p)
+    p.set_defaults(func=cmd_shell)
+    p = sub.add_parser("bench", help="cold/cached build and boot-to-first-command times")
+    add_build_options(p)
+    add_boot_options(p)
+    p.add_argument("--rounds", type=int, default=5, help="boots per measurement (default 5)")
+    p.set_defaults(func=cmd_bench)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HarnessError as exc:
+        print(f"pte-harness: {exc.kind} error: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        print("pte-harness: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

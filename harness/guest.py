@@ -1,0 +1,91 @@
+"""Stage 7: run commands on the guest's control shell (kept apart from the kernel log).
+
+Each command is framed by markers: ``echo <m>-begin; ( CMD ) </dev/null; echo <m>-end-$?``.
+The marker is typed split in two quotes, so an echo of the typed line never matches it.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import pexpect
+
+from .errors import GuestTimeout, HarnessError
+from .image import READY
+
+
+START_TIMEOUT = 30.0  # the shell echoes the begin marker at once when it is alive
+
+
+class GuestGone(HarnessError):
+    """The control channel closed: the guest rebooted, panicked or QEMU exited."""
+
+    status = 245
+    kind = "boot"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    status: int
+    output: str
+    seconds: float
+
+
+class Guest:
+    """A shell reached through a pexpect spawn (fdspawn on QEMU's socket, or a local sh)."""
+
+    def __init__(self, channel: pexpect.spawnbase.SpawnBase,
+                 context: Callable[[], str] = lambda: "") -> None:
+        self.channel = channel
+        self.context = context  # kernel-log tail for error messages
+        self.broken: str | None = None
+        self.transcript: list[CommandResult] = []
+
+    def wait_ready(self, timeout: float) -> float:
+        """Wait for the guest init's ready line; return seconds waited."""
+        start = time.monotonic()
+        self._expect(READY, timeout, "the guest's ready line")
+        return time.monotonic() - start
+
+    def run(self, command: str, timeout: float = 60.0) -> CommandResult:
+        if self.broken:
+            raise HarnessError(f"guest is broken and cannot be reused: {self.broken}")
+        mark = "PTEH" + secrets.token_hex(6)
+        typed_mark = f"'{mark[:6]}''{mark[6:]}'"
+        start = time.monotonic()
+        self.channel.send(f"echo {typed_mark}-begin; ( {command}\n) </dev/null; "
+                          f"echo {typed_mark}-end-$?\n")
+        self._expect(re.escape(mark) + r"-begin\r?\n", min(timeout, START_TIMEOUT),
+                     f"the start of {command!r}")
+        remaining = max(0.1, timeout - (time.monotonic() - start))
+        self._expect(re.escape(mark) + r"-end-(\d+)\r?\n", remaining, f"{command!r} to finish")
+        status = int(self.channel.match.group(1))
+        before = self.channel.before
+        output = (before.decode(errors="replace") if isinstance(before, bytes) else before)
+        result = CommandResult(command, status, output.replace("\r", ""),
+                               time.monotonic() - start)
+        self.transcript.append(result)
+        return result
+
+    def _expect(self, pattern: str, timeout: float, what: str) -> None:
+        try:
+            self.channel.expect(pattern, timeout=timeout)
+        except pexpect.TIMEOUT:
+            self.broken = f"timed out after {timeout:.0f}s waiting for {what}"
+            raise GuestTimeout(self.broken, self._tails()) from None
+        except pexpect.EOF:
+            self.broken = f"control channel closed while waiting for {what}"
+            raise GuestGone(self.broken, self._tails()) from None
+
+    def _tails(self) -> str:
+        before = self.channel.before or b""
+        if isinstance(before, bytes):
+            before = before.decode(errors="replace")
+        shell = "\n".join(before.replace("\r", "").splitlines()[-15:])
+        return f"--- control shell output (tail) ---\n{shell}\n--- kernel log (tail) ---\n{self.context()}"
+

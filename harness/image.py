@@ -1,0 +1,141 @@
+"""Stage 5: the guest's newc initramfs (static busybox, init, guest scripts, host programs)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import subdir
+from .errors import UsageError
+
+READY = "PTE-HARNESS-READY"
+GUEST_SCRIPT_DIR = "/scripts"
+
+INIT = f"""#!/bin/busybox sh
+# pte-harness guest init: mount what the tests read, then serve a shell on ttyS1.
+/bin/busybox --install -s /bin
+export PATH={GUEST_SCRIPT_DIR}:/bin:/sbin:/usr/bin:/usr/sbin:/usr/local/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t debugfs debugfs /sys/kernel/debug
+mkdir -p /tmp && mount -t tmpfs tmpfs /tmp 2>/dev/null
+case " $(cat /proc/cmdline) " in
+*" pte_harness.bare "*)
+    # Benchmark reference: reach userspace, say so, power off.
+    echo {READY} > /dev/ttyS0
+    reboot -f ;;
+*" pte_harness.interactive "*)
+    echo "pte-harness guest shell; 'exit' powers the guest off" > /dev/ttyS1
+    setsid -c sh -l < /dev/ttyS1 > /dev/ttyS1 2>&1 ;;
+*)
+    # The port stays open from stty to the shell, so no input is dropped in between;
+    # the shell reads commands as a script (not interactive: no prompt, no line editing).
+    setsid sh -c 'stty -echo -onlcr; echo {READY}; exec sh /dev/ttyS1' \\
+        < /dev/ttyS1 > /dev/ttyS1 2>&1 ;;
+esac
+reboot -f
+"""
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    busybox: Path = Path("/bin/busybox")
+    scripts: Path | None = None
+    programs: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One member of the initramfs."""
+
+    name: str
+    mode: int
+    data: bytes = b""
+    rdev: tuple[int, int] = (0, 0)
+
+
+def newc(entries: list[Entry]) -> bytes:
+    """Serialise entries as a newc ("070701") cpio archive."""
+    out = bytearray()
+    for ino, entry in enumerate(entries + [Entry("TRAILER!!!", 0)], 1):
+        name = entry.name.encode() + b"\0"
+        fields = [ino, entry.mode, 0, 0, 1, 0, len(entry.data), 0, 0,
+                  entry.rdev[0], entry.rdev[1], len(name), 0]
+        out += b"070701" + b"".join(b"%08X" % value for value in fields) + name
+        out += b"\0" * (-len(out) % 4)
+        out += entry.data
+        out += b"\0" * (-len(out) % 4)
+    return bytes(out)
+
+
+def is_static(binary: Path) -> bool:
+    result = subprocess.run(["ldd", str(binary)], capture_output=True, text=True)
+    return "not a dynamic executable" in (result.stdout + result.stderr) or "statically linked" in result.stdout
+
+
+def shared_libraries(binary: Path) -> list[Path]:
+    """The libraries (and loader) ``ldd`` says ``binary`` needs."""
+    result = subprocess.run(["ldd", str(binary)], capture_output=True, text=True)
+    if result.returncode != 0:
+        return []
+    libs = []
+    for line in result.stdout.splitlines():
+        match = re.search(r"(/\S+) \(0x", line)
+        if match:
+            libs.append(Path(match.group(1)))
+    return libs
+
+
+def entries_for(request: ImageRequest) -> list[Entry]:
+    if not request.busybox.is_file():
+        raise UsageError(f"{request.busybox} not found: install busybox-static")
+    if not is_static(request.busybox):
+        raise UsageError(f"{request.busybox} is dynamically linked: install busybox-static")
+    dirs = ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "usr/local", "usr/local/bin", "proc",
+            "sys", "dev", "tmp", "root", "etc", GUEST_SCRIPT_DIR.strip("/")]
+    entries = [Entry(d, stat.S_IFDIR | 0o755) for d in dirs]
+    entries.append(Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)))
+    entries.append(Entry("bin/busybox", stat.S_IFREG | 0o755, request.busybox.read_bytes()))
+    entries.append(Entry("init", stat.S_IFREG | 0o755, INIT.encode()))
+    if request.scripts and request.scripts.is_dir():
+        for script in sorted(request.scripts.iterdir()):
+            if script.is_file():
+                entries.append(Entry(f"{GUEST_SCRIPT_DIR.strip('/')}/{script.name}",
+                                     stat.S_IFREG | 0o755, script.read_bytes()))
+    seen = {e.name for e in entries}
+    for program in request.programs:
+        resolved = Path(shutil.which(str(program)) or program)
+        if not resolved.is_file():
+            raise UsageError(f"host program {program} not found")
+        for path in [resolved, *shared_libraries(resolved)]:
+            real = path.resolve()
+            parts = path.parent.relative_to("/").parts
+            for depth in range(1, len(parts) + 1):
+                directory = "/".join(parts[:depth])
+                if directory not in seen:
+                    seen.add(directory)
+                    entries.append(Entry(directory, stat.S_IFDIR | 0o755))
+            name = str(path.relative_to("/"))
+            if name not in seen:
+                seen.add(name)
+                entries.append(Entry(name, stat.S_IFREG | 0o755, real.read_bytes()))
+    return entries
+
+
+def build_initramfs(request: ImageRequest) -> Path:
+    """Write (or reuse) the initramfs for ``request`` and return its path."""
+    entries = entries_for(request)
+    data = newc(entries)
+    path = subdir("initramfs") / (hashlib.sha256(data).hexdigest()[:32] + ".cpio")
+    if not path.is_file():
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return path

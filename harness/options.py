@@ -1,0 +1,109 @@
+"""Options shared by the commands: defaults, a YAML file, then the command line."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UsageError
+
+PROJECT_ROOT = Path(os.environ.get("PTE_HARNESS_ROOT") or Path(__file__).resolve().parent.parent)
+KCONFIG_DIR = PROJECT_ROOT / "kconfigs"
+PATCH_DIR = PROJECT_ROOT / "patches"
+GUEST_SCRIPTS = PROJECT_ROOT / "guest-scripts"
+DEFAULT_SERIES = "v6.12"
+BASE_FRAGMENT = "base.config"
+FEATURE_FRAGMENTS = ("pte-mapped.config", "debug.config")
+
+
+@dataclass(frozen=True)
+class Options:
+    tree: str = "debian:6.12"
+    series: str = DEFAULT_SERIES  # a directory, a name under patches/, or "none"
+    base: str = "tinyconfig"
+    kconfig: tuple[str, ...] | None = None  # fragments after base.config; None: the default set
+    accel: str = "auto"
+    memory: str = "1G"
+    cpus: int = 1
+    cpu: str = "max"
+    append: str = ""
+    boot_timeout: float = 60.0
+    timeout: float = 600.0
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    def series_dir(self) -> Path | None:
+        if self.series == "none":
+            return None
+        path = Path(self.series).expanduser()
+        if path.is_dir():
+            return path.resolve()
+        named = PATCH_DIR / self.series
+        if named.is_dir():
+            return named
+        known = sorted(p.name for p in PATCH_DIR.iterdir() if p.is_dir()) if PATCH_DIR.is_dir() else []
+        raise UsageError(f"patch series {self.series!r} not found (neither a directory nor "
+                         f"{named}); series in {PATCH_DIR}: {', '.join(known) or 'none'}")
+
+    def fragment_paths(self) -> tuple[Path, ...]:
+        extra = self.kconfig
+        if extra is None:
+            extra = () if self.series == "none" else FEATURE_FRAGMENTS
+        return tuple(resolve_fragment(name) for name in (BASE_FRAGMENT, *extra))
+
+
+def resolve_fragment(name: str) -> Path:
+    """A fragment path, or a name under kconfigs/ (with or without .config)."""
+    for candidate in (Path(name).expanduser(), KCONFIG_DIR / name, KCONFIG_DIR / f"{name}.config"):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise UsageError(f"config fragment {name!r} not found (looked for it as a path and in {KCONFIG_DIR})")
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "tree": (str,), "series": (str,), "base": (str,), "kconfig": (list,), "accel": (str,),
+    "memory": (str,), "cpus": (int,), "cpu": (str,), "append": (str,),
+    "boot_timeout": (int, float), "timeout": (int, float), "jobs": (int,),
+}
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read an options file; unknown keys and wrong types are errors naming the key."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"options file {path} cannot be read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise UsageError(f"options file {path} is not valid YAML", str(exc)) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"options file {path}: expected a mapping of option: value")
+    result: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in _TYPES:
+            raise UsageError(f"options file {path}: unknown key {key!r}; known keys: "
+                             f"{', '.join(sorted(k.replace('_', '-') for k in _TYPES))}")
+        types = _TYPES[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            wanted = " or ".join(t.__name__ for t in types)
+            raise UsageError(f"options file {path}: key {key!r} must be a {wanted}, "
+                             f"not {type(value).__name__} ({value!r})")
+        if name == "kconfig":
+            if not all(isinstance(item, str) for item in value):
+                raise UsageError(f"options file {path}: key 'kconfig' must be a list of strings")
+            value = tuple(value)
+        result[name] = value
+    return result
+
+
+def merge(yaml_file: Path | None, overrides: dict[str, Any]) -> Options:
+    """Defaults, then the YAML file, then command-line values that were given (not None)."""
+    values: dict[str, Any] = load_yaml(yaml_file) if yaml_file else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(Options)}
+    return replace(Options(), **{k: v for k, v in values.items() if k in known})

@@ -1,0 +1,110 @@
+"""Stage 2: apply a quilt-style patch series to a scratch copy of a kernel tree."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import say, sha256_file, sha256_text, subdir
+from .errors import PatchError
+from .source import KernelTree
+
+
+@dataclass(frozen=True)
+class Patch:
+    path: Path
+    strip: int = 1
+
+
+@dataclass(frozen=True)
+class Series:
+    directory: Path
+    patches: tuple[Patch, ...]
+
+    def identity(self) -> str:
+        """Hash of the patch contents in order (names do not matter, contents do)."""
+        return sha256_text(*(f"{p.strip}:{sha256_file(p.path)}" for p in self.patches))
+
+
+def load_series(directory: Path) -> Series:
+    """Read ``directory/series``: one patch per line, optional ``-pN``, ``#`` comments."""
+    series_file = directory / "series"
+    if not series_file.is_file():
+        raise PatchError(f"{series_file} not found: a series directory needs a 'series' file")
+    patches: list[Patch] = []
+    for number, line in enumerate(series_file.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, *options = line.split()
+        strip = 1
+        for option in options:
+            match = re.fullmatch(r"-p(\d+)", option)
+            if not match:
+                raise PatchError(f"{series_file}:{number}: unsupported option {option!r} (only -pN)")
+            strip = int(match.group(1))
+        path = directory / name
+        if not path.is_file():
+            raise PatchError(f"{series_file}:{number}: patch {name} not found in {directory}")
+        patches.append(Patch(path, strip))
+    return Series(directory, tuple(patches))
+
+
+def failed_hunks(patch_output: str) -> list[str]:
+    """Pick the failing files and hunks out of GNU patch's output."""
+    problems: list[str] = []
+    current = "?"
+    for line in patch_output.splitlines():
+        match = re.match(r"(?:patching|checking) file '?(.+?)'?$", line)
+        if match:
+            current = match.group(1)
+            continue
+        if re.match(r"Hunk #\d+ FAILED", line):
+            problems.append(f"{current}: {line.strip()}")
+        elif "can't find file to patch" in line:
+            problems.append(line.strip())
+        elif "No file to patch" in line or "Reversed (or previously applied) patch" in line:
+            problems.append(f"{current}: {line.strip()}")
+        elif "malformed patch" in line or "Only garbage was found" in line:
+            problems.append(line.strip())
+    return problems
+
+
+def apply_series(tree: KernelTree, series: Series) -> KernelTree:
+    """Return a patched copy of ``tree`` (reused when the same series was applied before).
+
+    The source tree is never written: the copy is hard-linked, and GNU patch replaces the
+    files it changes. A failed apply leaves nothing behind for a later run.
+    """
+    identity = f"{tree.identity}+series:{series.identity()}"
+    dest = subdir("patched") / sha256_text(identity)[:32]
+    if (dest / ".harness-complete").is_file():
+        return KernelTree(dest, identity, tree.version, tree.spec)
+    partial = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    say(f"applying {len(series.patches)} patches from {series.directory} to a copy of {tree.path}")
+    copy = subprocess.run(["cp", "-al", str(tree.path), str(partial)], capture_output=True, text=True)
+    if copy.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        copy = subprocess.run(["cp", "-a", str(tree.path), str(partial)], capture_output=True, text=True)
+        if copy.returncode != 0:
+            raise PatchError(f"cannot copy {tree.path} for patching", copy.stderr)
+    for patch in series.patches:
+        result = subprocess.run(
+            ["patch", f"-p{patch.strip}", "--batch", "--forward", "--no-backup-if-mismatch",
+             "--reject-file=-", "-d", str(partial), "-i", str(patch.path)],
+            capture_output=True, text=True)
+        if result.returncode != 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            problems = failed_hunks(result.stdout + result.stderr) or ["(see patch output below)"]
+            raise PatchError(
+                f"patch {patch.path} does not apply to {tree.spec} ({tree.version})",
+                "\n".join(problems) + "\n--- patch output ---\n" + (result.stdout + result.stderr))
+    (partial / ".harness-complete").write_text(identity + "\n")
+    os.replace(partial, dest)
+    return KernelTree(dest, identity, tree.version, tree.spec)

@@ -1,0 +1,190 @@
+"""Stage 6: QEMU command lines, the accelerator probe and the QEMU process."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cache import read_json, subdir, write_json_atomic
+from .errors import BootError, UsageError
+from .image import READY
+
+BASE_APPEND = "console=ttyS0 panic=-1 nopti no5lvl"
+PROBE_TIMEOUT = 8.0
+
+
+@dataclass(frozen=True)
+class VmConfig:
+    kernel: Path
+    initrd: Path
+    run_dir: Path
+    accel: str = "tcg"
+    memory: str = "1G"
+    cpus: int = 1
+    cpu: str = "max"
+    append: str = ""
+    qemu: str = "qemu-system-x86_64"
+    interactive: bool = False
+
+    @property
+    def console_log(self) -> Path:
+        return self.run_dir / "console.log"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.run_dir / "control.sock"
+
+    def kernel_cmdline(self) -> str:
+        extra = " pte_harness.interactive" if self.interactive else ""
+        return f"{BASE_APPEND}{extra} {self.append}".strip()
+
+    def command(self) -> list[str]:
+        """The full QEMU command line. Control shell on ttyS1: a unix socket, or stdio."""
+        control = ("stdio" if self.interactive else
+                   f"socket,id=ctl,path={self.control_socket},server=on,wait=on")
+        return [
+            self.qemu, "-accel", self.accel, "-cpu", self.cpu, "-m", self.memory,
+            "-smp", str(self.cpus), "-nodefaults", "-display", "none", "-no-reboot",
+            "-kernel", str(self.kernel), "-initrd", str(self.initrd),
+            "-append", self.kernel_cmdline(),
+            "-serial", f"file:{self.console_log}",
+            *(["-serial", "stdio"] if self.interactive else
+              ["-chardev", control, "-serial", "chardev:ctl"]),
+        ]
+
+    def shell_command(self) -> str:
+        """The command line quoted for a person to paste into a shell."""
+        return shlex.join(self.command())
+
+
+@dataclass
+class Qemu:
+    """A running QEMU whose ttyS1 is connected to ``channel``."""
+
+    config: VmConfig
+    process: subprocess.Popen
+    channel: socket.socket
+    started: float = field(default_factory=time.monotonic)
+
+    def stderr_text(self) -> str:
+        try:
+            return (self.config.run_dir / "qemu-stderr.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def exited(self) -> int | None:
+        return self.process.poll()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.channel.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+
+
+def start(config: VmConfig, connect_timeout: float = 10.0) -> Qemu:
+    """Start QEMU and connect to its control socket; QEMU's own errors become BootError."""
+    if shutil.which(config.qemu) is None:
+        raise UsageError(f"{config.qemu} not found: install qemu-system-x86")
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    config.control_socket.unlink(missing_ok=True)
+    (config.run_dir / "qemu-cmdline.txt").write_text(config.shell_command() + "\n")
+    stderr = (config.run_dir / "qemu-stderr.log").open("w")
+    process = subprocess.Popen(config.command(), stdin=subprocess.DEVNULL,
+                               stdout=stderr, stderr=stderr)
+    stderr.close()
+    deadline = time.monotonic() + connect_timeout
+    while True:
+        if process.poll() is not None:
+            text = (config.run_dir / "qemu-stderr.log").read_text(errors="replace")
+            raise BootError(f"QEMU exited at once (status {process.returncode})",
+                            f"{text.strip()}\ncommand: {config.shell_command()}")
+        if config.control_socket.exists():
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(config.control_socket))
+                return Qemu(config, process, sock)
+            except OSError:
+                sock.close()
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise BootError(f"QEMU did not open its control socket within {connect_timeout:.0f}s",
+                            f"command: {config.shell_command()}")
+        time.sleep(0.01)
+
+
+@dataclass(frozen=True)
+class AccelVerdict:
+    accel: str
+    reason: str
+
+
+def kvm_fingerprint(qemu: str) -> str:
+    version = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout
+    return f"{os.uname().release}|{version.splitlines()[0] if version else qemu}"
+
+
+def choose_accel(requested: str, kernel: Path, initrd: Path, qemu: str = "qemu-system-x86_64",
+                 probe_timeout: float = PROBE_TIMEOUT) -> AccelVerdict:
+    """tcg, kvm, or for auto: KVM only when a probe boot really reached the guest's init."""
+    if requested == "tcg":
+        return AccelVerdict("tcg", "requested")
+    if requested not in ("kvm", "auto"):
+        raise UsageError(f"--accel must be auto, kvm or tcg, not {requested!r}")
+    usable = os.access("/dev/kvm", os.R_OK | os.W_OK)
+    if requested == "kvm":
+        if not usable:
+            raise UsageError("--accel kvm: /dev/kvm is missing or not accessible")
+        return AccelVerdict("kvm", "requested")
+    if not usable:
+        return AccelVerdict("tcg", "/dev/kvm is missing or not accessible")
+    fingerprint = kvm_fingerprint(qemu)
+    verdict_path = subdir("state") / "kvm-verdict.json"
+    cached = read_json(verdict_path)
+    if cached and cached.get("fingerprint") == fingerprint:
+        return AccelVerdict(cached["accel"], cached["reason"] + " (cached verdict)")
+    verdict = probe_kvm(kernel, initrd, qemu, probe_timeout)
+    write_json_atomic(verdict_path, {"fingerprint": fingerprint, "accel": verdict.accel,
+                                     "reason": verdict.reason})
+    return verdict
+
+
+def probe_kvm(kernel: Path, initrd: Path, qemu: str, timeout: float) -> AccelVerdict:
+    """Boot once under KVM and watch the console for the guest's ready line."""
+    run_dir = subdir("state") / "kvm-probe"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    console = run_dir / "console.log"
+    command = [qemu, "-accel", "kvm", "-cpu", "host", "-m", "256M", "-nodefaults", "-display",
+               "none", "-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd),
+               "-append", f"{BASE_APPEND} pte_harness.bare", "-serial", f"file:{console}"]
+    with (run_dir / "qemu-stderr.log").open("w") as err:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            text = console.read_text(errors="replace") if console.exists() else ""
+            if READY in text:
+                return AccelVerdict("kvm", "a KVM probe boot reached the guest")
+            if process.poll() is not None:
+                err_text = (run_dir / "qemu-stderr.log").read_text(errors="replace").strip()
+                return AccelVerdict("tcg", f"KVM probe QEMU exited ({process.returncode}): "
+                                           f"{err_text.splitlines()[-1] if err_text else 'no output'}")
+            time.sleep(0.05)
+        return AccelVerdict("tcg", f"a KVM probe boot did not reach the guest within {timeout:.0f}s "
+                                   "(/dev/kvm opens but guests hang)")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
