@@ -203,6 +203,8 @@ def extract(tarball: Path, dest: Path) -> None:
     try:
         with tarfile.open(tarball) as archive:
             for count, member in enumerate(archive, 1):
+                if member.name.startswith("/") or ".." in Path(member.name).parts:
+                    raise tarfile.FilterError(f"member {member.name!r} has an absolute or '..' path")
                 archive.extract(member, tmp, filter="data")
                 progress.update(f"{count} files")
     except tarfile.FilterError as exc:

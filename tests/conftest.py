@@ -1,0 +1,27 @@
+"""Shared fixtures: unit tests get a private cache directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private PTE_HARNESS_CACHE for one test."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("PTE_HARNESS_CACHE", str(path))
+    return path
+
+
+@pytest.fixture
+def fake_tree(tmp_path: Path) -> Path:
+    """A directory that looks like a kernel tree to the harness (no real kernel)."""
+    tree = tmp_path / "linux"
+    (tree / "mm").mkdir(parents=True)
+    (tree / "Makefile").write_text("# SPDX\nVERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 117\nEXTRAVERSION =\n")
+    (tree / "mm" / "cache.c").write_text("int a;\nint b;\nint c;\nint d;\n")
+    return tree

@@ -1,0 +1,102 @@
+"""The whole path on the real default tree (Debian's linux-source-6.12), series none.
+
+These build a real kernel (about two minutes cold, reused afterwards) and boot it under QEMU.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+HARNESS = [sys.executable, "-m", "harness.cli"]
+PLAIN = ["--series", "none"]
+
+
+def harness(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run([*HARNESS, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def image() -> Path:
+    result = harness("build", *PLAIN)
+    assert result.returncode == 0, result.stderr
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def test_second_build_reuses_image(image):
+    start = time.monotonic()
+    result = harness("build", *PLAIN)
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip().splitlines()[-1]) == image
+    assert "reused" in result.stderr and "building" not in result.stderr
+    assert time.monotonic() - start < 30
+
+
+def test_exec_prints_guest_version(image):
+    result = harness("exec", *PLAIN, "--", "cat", "/proc/version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Linux version 6.12.")
+    assert "accelerator" not in result.stdout  # harness messages stay on stderr
+
+
+def test_exec_passes_exit_status(image):
+    result = harness("exec", *PLAIN, "--", "sh", "-c", "echo out; exit 7")
+    assert result.returncode == 7, result.stderr
+    assert result.stdout == "out\n"
+
+
+def test_guest_sees_debugfs_and_vmstat(image):
+    result = harness("exec", *PLAIN, "--", "sh", "-c",
+                     "grep -c . /sys/kernel/debug/page_tables/kernel; grep direct_map_level2 /proc/vmstat")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split("\n")
+    assert int(lines[0]) > 10 and lines[1].startswith("direct_map_level2_splits ")
+
+
+def test_panic_is_a_crash_not_a_hang(image):
+    start = time.monotonic()
+    result = harness("exec", *PLAIN, "--", "sh", "-c", "echo c > /proc/sysrq-trigger")
+    assert result.returncode == 246, result.stderr
+    assert "Kernel panic - not syncing: sysrq triggered crash" in result.stderr
+    assert time.monotonic() - start < 60
+
+
+def test_command_timeout(image):
+    result = harness("exec", *PLAIN, "--timeout", "3", "--", "sleep", "30")
+    assert result.returncode == 247, result.stderr
+    assert "timed out after 3s" in result.stderr and "kernel log (tail)" in result.stderr
+
+
+def test_option_that_cannot_be_set(image, tmp_path):
+    fragment = tmp_path / "i915.config"
+    fragment.write_text("CONFIG_DRM_I915=y\n")
+    result = harness("build", *PLAIN, "--kconfig", str(fragment))
+    assert result.returncode == 243, result.stderr
+    assert "CONFIG_DRM_I915=y" in result.stderr and "PCI=n" in result.stderr
+
+
+def prepend_patch(tree: Path, relpath: str, line: str) -> str:
+    """A unified diff that puts ``line`` before the first three lines of ``relpath``."""
+    context = (tree / relpath).read_text().splitlines()[:3]
+    return (f"--- a/{relpath}\n+++ b/{relpath}\n@@ -1,3 +1,4 @@\n+{line}\n"
+            + "".join(f" {text}\n" for text in context))
+
+
+def test_compile_error(image, tmp_path):
+    build_dir = image.parents[3]
+    series = tmp_path / "broken"
+    series.mkdir()
+    (series / "0001-break.patch").write_text(prepend_patch(
+        (build_dir / "source").resolve(), "arch/x86/kernel/asm-offsets.c",
+        "#error pte-harness deliberate compile error"))
+    (series / "series").write_text("0001-break.patch\n")
+    result = harness("build", "--series", str(series), "--kconfig", "base.config")
+    assert result.returncode == 244, result.stderr
+    assert "error: #error pte-harness deliberate compile error" in result.stderr
+    assert "build.log" in result.stderr

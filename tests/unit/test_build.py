@@ -1,0 +1,45 @@
+import pytest
+
+from harness import build, source
+from harness.cache import write_json_atomic
+
+
+def request(tree, tmp_path, text="CONFIG_A=y\n"):
+    fragment = tmp_path / "f.config"
+    fragment.write_text(text)
+    return build.BuildRequest(source.parse_spec(str(tree)), None, fragments=(fragment,))
+
+
+def test_key_follows_inputs(cache, fake_tree, tmp_path):
+    from harness import kconfig
+    r = request(fake_tree, tmp_path)
+    frags = [kconfig.load_fragment(p) for p in r.fragments]
+    key = build.build_key(r, source.identify(r.tree), None, frags)
+    assert key == build.build_key(r, source.identify(r.tree), None, frags)
+    (tmp_path / "f.config").write_text("CONFIG_A=n\n")
+    assert key != build.build_key(r, source.identify(r.tree), None, frags)
+    assert key != build.build_key(r, "dir:other", None, frags)
+
+
+def test_cached_build_runs_no_make(cache, fake_tree, tmp_path, monkeypatch):
+    r = request(fake_tree, tmp_path)
+    from harness import kconfig
+    key = build.build_key(r, source.identify(r.tree), None, [kconfig.load_fragment(p) for p in r.fragments])
+    build_dir = cache / "builds" / key[:24]
+    (build_dir / "arch/x86/boot").mkdir(parents=True)
+    (build_dir / build.IMAGE).write_bytes(b"image")
+    write_json_atomic(build_dir / "harness-build.json", {"key": key, "version": "6.12.117"})
+
+    def no_make(*args, **kwargs):
+        raise AssertionError("make must not run for a cached build")
+
+    monkeypatch.setattr(build, "run_make", no_make)
+    monkeypatch.setattr(build.kconfig, "make_config", no_make)
+    result = build.build(r)
+    assert result.reused and result.image == build_dir / build.IMAGE
+
+
+def test_first_errors():
+    log = "  CC init/main.o\ninit/main.c:3:2: error: #error boom\nmake[2]: *** [x] Error 1\n  CC ok\n"
+    assert build.first_errors(log) == "init/main.c:3:2: error: #error boom\nmake[2]: *** [x] Error 1"
+    assert build.first_errors("a\nb\n") == "a\nb"

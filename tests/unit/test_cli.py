@@ -1,0 +1,40 @@
+"""Exit statuses and messages of bad input that fails before any kernel is built."""
+
+import pytest
+
+from harness import cli
+from tests.unit.test_patches import BAD, write_series
+
+
+def run(capsys, *argv):
+    status = cli.main(list(argv))
+    return status, capsys.readouterr().err
+
+
+def test_missing_tree(cache, capsys, tmp_path):
+    status, err = run(capsys, "build", "--series", "none", "--tree", str(tmp_path / "nope"))
+    assert status == 241 and "tree error" in err and "does not exist" in err
+
+
+def test_unknown_yaml_key(cache, capsys, tmp_path):
+    (tmp_path / "o.yaml").write_text("tree: debian:6.12\nbogus: 1\n")
+    status, err = run(capsys, "build", "--config", str(tmp_path / "o.yaml"))
+    assert status == 240 and "unknown key 'bogus'" in err
+
+
+def test_patch_that_does_not_apply(cache, capsys, fake_tree, tmp_path):
+    series = write_series(tmp_path / "s", [("0001-bad.patch", BAD)])
+    status, err = run(capsys, "build", "--tree", str(fake_tree), "--series", str(series),
+                      "--kconfig", "base.config")
+    assert status == 242 and "0001-bad.patch does not apply" in err and "mm/cache.c: Hunk #1 FAILED" in err
+
+
+def test_exec_needs_command(cache, capsys):
+    status, err = run(capsys, "exec", "--series", "none", "--")
+    assert status == 240 and "needs a command" in err
+
+
+def test_doctor_lists_prerequisites(capsys):
+    status = cli.main(["doctor"])
+    out = capsys.readouterr().out
+    assert "qemu-system-x86_64" in out and "KVM" in out and status == 0

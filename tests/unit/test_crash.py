@@ -1,0 +1,46 @@
+from harness import crash
+from tests.conftest import DATA
+
+WARNING_LOG = """[    1.000000] ok line
+[    1.100000] ------------[ cut here ]------------
+[    1.100001] WARNING: CPU: 0 PID: 1 at mm/pte_mapped.c:42 pte_mapped_refill+0x10/0x20
+[    1.100002] Modules linked in:
+[    1.100003] Call Trace:
+[    1.100004]  <TASK>
+[    1.100005]  pte_mapped_refill+0x10/0x20
+[    1.100006]  </TASK>
+[    1.100007] ---[ end trace 0000000000000000 ]---
+[    1.200000] later line
+[    2.000000] BUG: sleeping function called from invalid context at mm/page_alloc.c:4400
+[    2.000001] in_atomic(): 1, irqs_disabled(): 0
+"""
+
+
+def test_clean_boot_has_no_findings():
+    assert crash.scan((DATA / "console-clean-boot.log").read_text()) == []
+
+
+def test_sysrq_panic_found_with_trace():
+    findings = crash.scan((DATA / "console-sysrq-panic.log").read_text())
+    assert findings[0].kind == "panic"
+    assert "sysrq triggered crash" in findings[0].excerpt
+    assert "Call Trace:" in findings[0].excerpt
+    assert len(findings) == 1
+
+
+def test_warning_and_sleep_in_atomic():
+    findings = crash.scan(WARNING_LOG)
+    assert [f.kind for f in findings] == ["warning", "sleep-in-atomic"]
+    assert findings[0].line == 3 and findings[0].excerpt.endswith("---[ end trace 0000000000000000 ]---")
+    assert "later line" not in findings[0].excerpt
+
+
+def test_lockdep_and_soft_lockup():
+    log = ("[ 1.0] WARNING: possible circular locking dependency detected\n\n"
+           "[ 2.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [sh:1]\n")
+    assert [f.kind for f in crash.scan(log)] == ["lockdep", "soft-lockup"]
+
+
+def test_restarts():
+    assert crash.restarts("[ 0.0] Linux version 6.12\n[ 0.0] Linux version 6.12\n") == 1
+    assert crash.restarts((DATA / "console-clean-boot.log").read_text()) == 0

@@ -1,0 +1,62 @@
+"""The console protocol against a real local shell (dash or busybox sh on a pty)."""
+
+import shutil
+
+import pexpect
+import pytest
+
+from harness.errors import GuestTimeout
+from harness.guest import Guest, GuestGone
+from harness.image import READY
+
+
+@pytest.fixture(params=["sh", "busybox"])
+def guest(request):
+    if request.param == "busybox":
+        argv = ["/bin/busybox", "sh", "-c", f"echo {READY}; exec sh"]
+    else:
+        argv = [shutil.which("sh"), "-c", f"echo {READY}; exec sh"]
+    child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", env={"PS1": "$ ", "PATH": "/usr/bin:/bin"})
+    g = Guest(child, context=lambda: "kernel log tail")
+    g.wait_ready(10)
+    yield g
+    child.close(force=True)
+
+
+def test_status_and_output(guest):
+    result = guest.run("echo hello; echo world")
+    assert (result.status, result.output) == (0, "hello\nworld\n")
+    assert guest.run("sh -c 'exit 7'").status == 7
+    assert guest.run("exit 3").status == 3  # runs in a subshell: the shell survives
+    assert guest.run("printf 'no newline'").output == "no newline"
+
+
+def test_output_that_looks_like_a_marker(guest):
+    result = guest.run("echo PTEH-end-0; echo 'quote''d'")
+    assert result.output == "PTEH-end-0\nquoted\n"
+
+
+def test_command_reading_stdin_does_not_eat_next_command(guest):
+    assert guest.run("cat").output == ""
+    assert guest.run("echo after").output == "after\n"
+
+
+def test_large_output(guest):
+    result = guest.run("seq 1 20000")
+    assert result.output.splitlines()[-1] == "20000" and len(result.output.splitlines()) == 20000
+
+
+def test_timeout_breaks_guest(guest):
+    with pytest.raises(GuestTimeout) as info:
+        guest.run("sleep 5", timeout=0.5)
+    assert "kernel log tail" in str(info.value)
+    with pytest.raises(Exception, match="broken"):
+        guest.run("echo again")
+
+
+def test_eof_is_guest_gone():
+    child = pexpect.spawn("/bin/sh", ["-c", f"echo {READY}; exec sh"], encoding="utf-8")
+    g = Guest(child)
+    g.wait_ready(10)
+    with pytest.raises(GuestGone, match="control channel closed"):
+        g.run("kill -9 $$; sleep 5")

@@ -1,0 +1,34 @@
+import stat
+import subprocess
+
+from harness import image
+
+
+def test_newc_readable_by_cpio(tmp_path):
+    data = image.newc([image.Entry("dir", stat.S_IFDIR | 0o755),
+                       image.Entry("dir/file", stat.S_IFREG | 0o644, b"abc"),
+                       image.Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1))])
+    listing = subprocess.run(["cpio", "-itv"], input=data, capture_output=True).stdout.decode()
+    assert "dir/file" in listing and "5,   1" in listing
+    (tmp_path / "out").mkdir()
+    subprocess.run(["cpio", "-id", "--quiet", "dir/file"], input=data, cwd=tmp_path / "out", check=True)
+    assert (tmp_path / "out" / "dir" / "file").read_bytes() == b"abc"
+
+
+def test_initramfs_contents(cache, tmp_path):
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "hello.sh").write_text("echo hi\n")
+    path = image.build_initramfs(image.ImageRequest(scripts=scripts, programs=("true",)))
+    names = subprocess.run(["cpio", "-it"], stdin=path.open("rb"), capture_output=True).stdout.decode().split()
+    for name in ["init", "bin/busybox", "dev/console", "scripts/hello.sh", "proc", "sys"]:
+        assert name in names
+    assert any(n.endswith("/true") for n in names)
+    assert any("libc.so" in n for n in names) and any("ld-linux" in n for n in names)
+    assert image.build_initramfs(image.ImageRequest(scripts=scripts, programs=("true",))) == path
+
+
+def test_init_mounts_and_ready_line():
+    for mount in ["mount -t proc", "mount -t sysfs", "mount -t devtmpfs", "mount -t debugfs"]:
+        assert mount in image.INIT
+    assert image.READY in image.INIT and "/dev/ttyS1" in image.INIT

@@ -1,0 +1,46 @@
+import pytest
+
+from harness import options
+from harness.errors import UsageError
+
+
+def test_yaml_values_and_cli_override(tmp_path):
+    path = tmp_path / "o.yaml"
+    path.write_text("tree: /src/linux\nseries: none\nkconfig: [extra]\nboot-timeout: 30\nmemory: 2G\n")
+    merged = options.merge(path, {"memory": "512M", "tree": None})
+    assert merged.tree == "/src/linux" and merged.series == "none"
+    assert merged.kconfig == ("extra",) and merged.boot_timeout == 30 and merged.memory == "512M"
+
+
+def test_unknown_key_named(tmp_path):
+    path = tmp_path / "o.yaml"
+    path.write_text("tree: x\nmemroy: 2G\n")
+    with pytest.raises(UsageError, match="unknown key 'memroy'"):
+        options.load_yaml(path)
+
+
+@pytest.mark.parametrize("text, key", [("cpus: two\n", "cpus"), ("kconfig: base\n", "kconfig"),
+                                       ("cpus: true\n", "cpus"), ("kconfig: [1]\n", "kconfig")])
+def test_wrong_type_named(tmp_path, text, key):
+    path = tmp_path / "o.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=f"'{key}' must be"):
+        options.load_yaml(path)
+
+
+def test_not_a_mapping(tmp_path):
+    path = tmp_path / "o.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(UsageError, match="expected a mapping"):
+        options.load_yaml(path)
+
+
+def test_default_fragments():
+    assert [p.name for p in options.Options(series="none").fragment_paths()] == ["base.config"]
+
+
+def test_unknown_fragment_and_series():
+    with pytest.raises(UsageError, match="fragment 'nope' not found"):
+        options.Options(kconfig=("nope",)).fragment_paths()
+    with pytest.raises(UsageError, match="patch series 'v0.1' not found"):
+        options.Options(series="v0.1").series_dir()
