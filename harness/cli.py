@@ -96,7 +96,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
-    return bench.main(options_from(args), rounds=args.rounds)
+    return bench.main(options_from(args), rounds=args.rounds, cold=not args.no_cold)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -122,6 +122,7 @@ def parser() -> argparse.ArgumentParser:
     add_build_options(p)
     add_boot_options(p)
     p.add_argument("--rounds", type=int, default=5, help="boots per measurement (default 5)")
+    p.add_argument("--no-cold", action="store_true", help="skip the cold build (about 2 minutes)")
     p.set_defaults(func=cmd_bench)
     return top
 

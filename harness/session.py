@@ -14,6 +14,9 @@ from .errors import BootError, GuestTimeout, KernelCrash
 from .guest import CommandResult, Guest, GuestGone
 
 
+_announced: set[vm.AccelVerdict] = set()
+
+
 @dataclass(frozen=True)
 class BootOptions:
     accel: str = "auto"
@@ -31,7 +34,8 @@ class Session:
         self.run_dir = run_dir
         self.options = options
         self.verdict = vm.choose_accel(options.accel, kernel, initrd)
-        if options.accel == "auto":
+        if options.accel == "auto" and self.verdict not in _announced:
+            _announced.add(self.verdict)
             say(f"accelerator: {self.verdict.accel} ({self.verdict.reason})")
         self.config = vm.VmConfig(kernel, initrd, run_dir, accel=self.verdict.accel,
                                   memory=options.memory, cpus=options.cpus, cpu=options.cpu,

@@ -1,0 +1,102 @@
+"""`pte-harness bench`: cold and cached build, harness boot vs a bare QEMU boot, one run."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from . import build, kconfig, patches, pipeline, source, vm
+from .cache import say, subdir
+from .errors import BootError
+from .image import READY
+from .options import Options
+
+CACHED_BUILD_TARGET = 5.0
+BOOT_RATIO_TARGET = 1.3
+
+
+def cold_build(options: Options) -> float:
+    """Configure and build from scratch in a throw-away directory, ccache disabled."""
+    request = pipeline.build_request(options)
+    tree = source.resolve(request.tree)
+    if request.series:
+        tree = patches.apply_series(tree, patches.load_series(request.series))
+    fragments = [kconfig.load_fragment(p) for p in request.fragments]
+    with tempfile.TemporaryDirectory(dir=subdir("bench")) as tmp:
+        build_dir = Path(tmp)
+        log = build_dir / "build.log"
+        command = ["make", "-C", str(tree.path), f"O={build_dir}", f"ARCH={build.ARCH}",
+                   f"-j{request.jobs}"]
+        os.environ["CCACHE_DISABLE"] = "1"
+        try:
+            with build.build_lock():
+                start = time.monotonic()
+                kconfig.make_config(command, tree.path, build_dir, request.base, fragments, log)
+                build.run_make(command + ["bzImage"], log)
+                return time.monotonic() - start
+        finally:
+            del os.environ["CCACHE_DISABLE"]
+
+
+def bare_boot(prepared: pipeline.Prepared, accel: str, cpus: int, memory: str) -> float:
+    """QEMU start until the guest's init prints its ready line on the console (no harness)."""
+    with tempfile.TemporaryDirectory(dir=subdir("bench")) as tmp:
+        console = Path(tmp) / "console.log"
+        command = [
+            "qemu-system-x86_64", "-accel", accel, "-cpu", "max", "-m", memory, "-smp", str(cpus),
+            "-nodefaults", "-display", "none", "-no-reboot", "-kernel", str(prepared.build.image),
+            "-initrd", str(prepared.initrd), "-append", f"{vm.BASE_APPEND} pte_harness.bare",
+            "-serial", f"file:{console}"]
+        start = time.monotonic()
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        try:
+            while time.monotonic() - start < 120:
+                if console.exists() and READY in console.read_text(errors="replace"):
+                    return time.monotonic() - start
+                if process.poll() is not None:
+                    break
+                time.sleep(0.002)
+            raise BootError(f"bare boot did not print {READY}: {' '.join(command)}")
+        finally:
+            process.kill()
+            process.wait()
+
+
+def harness_boot(prepared: pipeline.Prepared, options: Options) -> float:
+    """Session start to the first command's result."""
+    with tempfile.TemporaryDirectory(dir=subdir("bench")) as tmp:
+        start = time.monotonic()
+        with pipeline.boot(prepared, options, Path(tmp)) as session:
+            session.run("true")
+            return time.monotonic() - start
+
+
+def main(options: Options, rounds: int = 5, cold: bool = True) -> int:
+    rows: list[tuple[str, float, str]] = []
+    if cold:
+        say("cold build (ccache off, fresh build directory) ...")
+        rows.append(("cold build", cold_build(options), ""))
+    start = time.monotonic()
+    prepared = pipeline.prepare(options)
+    cached = time.monotonic() - start
+    rows.append(("cached build", cached,
+                 f"target < {CACHED_BUILD_TARGET:.0f}s: {'met' if cached < CACHED_BUILD_TARGET else 'MISSED'}"))
+    accel = vm.choose_accel(options.accel, prepared.build.image, prepared.initrd).accel
+    bare = statistics.median(bare_boot(prepared, accel, options.cpus, options.memory)
+                             for _ in range(rounds))
+    ours = statistics.median(harness_boot(prepared, options) for _ in range(rounds))
+    ratio = ours / bare
+    rows.append((f"bare QEMU boot to init's first output ({accel}, median of {rounds})", bare, ""))
+    rows.append((f"harness boot to first command ({accel}, median of {rounds})", ours,
+                 f"{ratio:.2f}x bare, target <= {BOOT_RATIO_TARGET}x: "
+                 f"{'met' if ratio <= BOOT_RATIO_TARGET else 'MISSED'}"))
+    width = max(len(name) for name, _, _ in rows)
+    print(f"pte-harness bench: {options.tree}, series {options.series}, {os.cpu_count()} CPUs")
+    for name, seconds, note in rows:
+        print(f"  {name:<{width}}  {seconds:7.2f} s  {note}")
+    return 0
