@@ -37,6 +37,8 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--timeout", type=float, help="seconds for the guest command (default 600)")
     group.add_argument("--print-qemu", action="store_true", help="print the QEMU command line")
     group.add_argument("--run-dir", type=Path, help="where console and QEMU logs go")
+    group.add_argument("--program", action="append", type=Path, default=[], metavar="PATH",
+                       help="host program to copy into the guest with its libraries (repeatable)")
 
 
 def options_from(args: argparse.Namespace) -> Options:
@@ -61,7 +63,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if not command:
         raise UsageError("exec needs a command: pte-harness exec [options] -- CMD...")
     options = options_from(args)
-    prepared = pipeline.prepare(options)
+    prepared = pipeline.prepare(options, tuple(args.program))
     run_dir = args.run_dir or pipeline.new_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     with pipeline.boot(prepared, options, run_dir) as session:
@@ -76,7 +78,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def cmd_shell(args: argparse.Namespace) -> int:
     options = options_from(args)
-    prepared = pipeline.prepare(options)
+    prepared = pipeline.prepare(options, tuple(args.program))
     run_dir = args.run_dir or pipeline.new_run_dir()
     boot = pipeline.boot_options(options)
     verdict = vm.choose_accel(boot.accel, prepared.build.image, prepared.initrd)
