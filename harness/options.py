@@ -48,10 +48,12 @@ class Options:
         raise UsageError(f"patch series {self.series!r} not found (neither a directory nor "
                          f"{named}); series in {PATCH_DIR}: {', '.join(known) or 'none'}")
 
+    def default_fragments(self) -> tuple[str, ...]:
+        """Fragments after base.config when none are given: the feature's, with a series."""
+        return () if self.series == "none" else FEATURE_FRAGMENTS
+
     def fragment_paths(self) -> tuple[Path, ...]:
-        extra = self.kconfig
-        if extra is None:
-            extra = () if self.series == "none" else FEATURE_FRAGMENTS
+        extra = self.default_fragments() if self.kconfig is None else self.kconfig
         return tuple(resolve_fragment(name) for name in (BASE_FRAGMENT, *extra))
 
 

@@ -1,0 +1,157 @@
+"""pytest plugin (entry point ``pytest11``): kernel and guest fixtures for kernel tests.
+
+Options (each with an environment fallback): --kernel-tree, --series, --kconfig, --accel,
+--guest-mem, --results. The kernel is built once per session; a build failure is raised
+(cached by pytest) for every test that needs it. Each test gets freshly booted guests whose
+console logs are kept under the results directory and attached to the JUnit report; a test
+whose kernel log shows a warning, oops, BUG or lockdep report fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from . import crash, pipeline
+from .errors import BootError, HarnessError
+from .options import Options
+from .session import Session
+
+SESSIONS = pytest.StashKey[list[Session]]()
+FIGURES = pytest.StashKey[dict[str, object]]()
+ENV = {"kernel_tree": "PTE_HARNESS_TREE", "series": "PTE_HARNESS_SERIES",
+       "kconfig": "PTE_HARNESS_KCONFIG", "accel": "PTE_HARNESS_ACCEL",
+       "guest_mem": "PTE_HARNESS_GUEST_MEM", "results": "PTE_HARNESS_RESULTS"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pte-harness", "kernel under test (environment fallbacks in brackets)")
+    group.addoption("--kernel-tree", help=f"tree spec, default debian:6.12 [{ENV['kernel_tree']}]")
+    group.addoption("--series", help=f"patch series dir/name or none, default v6.12 [{ENV['series']}]")
+    group.addoption("--kconfig", action="append",
+                    help=f"extra fragment (repeatable) [{ENV['kconfig']}, space-separated]")
+    group.addoption("--accel", choices=["auto", "kvm", "tcg"], help=f"default auto [{ENV['accel']}]")
+    group.addoption("--guest-mem", help=f"guest memory, default 1G [{ENV['guest_mem']}]")
+    group.addoption("--results", help=f"results directory, default ./results [{ENV['results']}]")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "kernel: builds and boots a real kernel (slow)")
+    config.addinivalue_line("markers", "negative: runs a check against a kernel where the "
+                                       "behaviour is broken and expects the check to fail")
+
+
+def _option(config: pytest.Config, name: str) -> str | None:
+    value = config.getoption(name)
+    if value is None:
+        value = os.environ.get(ENV[name]) or None
+    return value
+
+
+def options_from_config(config: pytest.Config) -> Options:
+    kconfig = config.getoption("kconfig")
+    if kconfig is None and os.environ.get(ENV["kconfig"]):
+        kconfig = os.environ[ENV["kconfig"]].split()
+    values = {"tree": _option(config, "kernel_tree"), "series": _option(config, "series"),
+              "accel": _option(config, "accel"), "memory": _option(config, "guest_mem")}
+    options = replace(Options(), **{k: v for k, v in values.items() if v is not None})
+    if kconfig:
+        options = replace(options, kconfig=(*options.default_fragments(), *kconfig))
+    return options
+
+
+@pytest.fixture(scope="session")
+def harness_options(pytestconfig: pytest.Config) -> Options:
+    return options_from_config(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def results_dir(pytestconfig: pytest.Config) -> Path:
+    path = Path(_option(pytestconfig, "results") or "results").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def kernel(harness_options: Options) -> pipeline.Prepared:
+    """The built (or reused) kernel and initramfs; a failure errors every dependent test."""
+    try:
+        return pipeline.prepare(harness_options)
+    except HarnessError as exc:
+        pytest.fail(f"kernel could not be prepared ({exc.kind} error, exit {exc.status}): {exc}",
+                    pytrace=False)
+
+
+def _safe(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:150]
+
+
+@pytest.fixture
+def boot(request: pytest.FixtureRequest, kernel: pipeline.Prepared, harness_options: Options,
+         results_dir: Path) -> Iterator[Callable[..., Session]]:
+    """Factory: ``boot(append="...")`` boots a fresh guest for this test."""
+    sessions = request.node.stash.setdefault(SESSIONS, [])
+    failures: dict[str, BootError] = request.config.stash.setdefault(_BOOT_FAILURES, {})
+    test_dir = results_dir / _safe(request.node.nodeid)
+
+    def start(append: str = "") -> Session:
+        if append in failures:
+            pytest.fail(f"an earlier boot with the same arguments failed: {failures[append]}",
+                        pytrace=False)
+        run_dir = test_dir / f"boot{len(sessions)}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            session = pipeline.boot(kernel, harness_options, run_dir, append)
+        except BootError as exc:
+            failures[append] = exc
+            raise
+        sessions.append(session)
+        return session
+
+    yield start
+    for session in sessions:
+        session.close()
+
+
+_BOOT_FAILURES = pytest.StashKey[dict[str, BootError]]()
+
+
+@pytest.fixture
+def guest(boot: Callable[..., Session]) -> Session:
+    """A freshly booted guest with the default kernel command line."""
+    return boot()
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> dict[str, object]:
+    """Measured figures of this test: reported in JUnit properties and the JSON summary."""
+    return request.node.stash.setdefault(FIGURES, {})
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when != "call":
+        return
+    sessions = item.stash.get(SESSIONS, [])
+    for index, session in enumerate(sessions):
+        report.user_properties.append((f"console{index}", str(session.config.console_log)))
+        findings = session.findings()
+        if findings:
+            text = crash.report(findings)
+            report.sections.append((f"kernel log reports (boot {index})", text))
+            if report.passed:
+                report.outcome = "failed"
+                report.longrepr = (f"kernel log of boot {index} shows {findings[0].summary()}\n"
+                                   f"console: {session.config.console_log}\n\n{text}")
+        if report.failed:
+            report.sections.append((f"console tail (boot {index})", session.console_tail(40)))
+    for name, value in item.stash.get(FIGURES, {}).items():
+        report.user_properties.append((name, json.dumps(value)))

@@ -1,0 +1,143 @@
+"""Readers for what the guest exposes: /proc/vmstat, /proc/meminfo, shrinker debugfs files
+and the kernel page-table dump. Parsers take text; ``take_snapshot`` reads a live guest."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+PTDUMP = "/sys/kernel/debug/page_tables/kernel"
+DIRECT_MAP_SECTION = "Low Kernel Mapping"
+LEVELS = ("pgd", "p4d", "pud", "pmd", "pte")
+_SECTION = re.compile(r"^---\[ (.+) \]---$")
+_RUN = re.compile(r"^0x([0-9a-f]+)-0x([0-9a-f]+)\s+\S+\s*(.*?)\s*(pgd|p4d|pud|pmd|pte)\s*$")
+
+
+def parse_vmstat(text: str) -> dict[str, int]:
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and re.fullmatch(r"-?\d+", parts[1]):
+            values[parts[0]] = int(parts[1])
+    return values
+
+
+def parse_meminfo(text: str) -> dict[str, int]:
+    """Field -> value in kB (or a plain count for fields without a unit)."""
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        match = re.match(r"^([\w()]+):\s+(\d+)(?: kB)?$", line.strip())
+        if match:
+            values[match.group(1)] = int(match.group(2))
+    return values
+
+
+def parse_shrinker_count(text: str) -> int:
+    """Sum over nodes of a shrinker debugfs ``count`` file: lines '<ino> <n0> <n1>...'.
+
+    The file is empty when the shrinker has nothing to free.
+    """
+    total = 0
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2:
+            total += sum(int(n) for n in fields[1:])
+    return total
+
+
+@dataclass(frozen=True)
+class Run:
+    """One line of the page-table dump: [start, end) mapped at ``level`` with ``flags``."""
+
+    start: int
+    end: int
+    level: str
+    flags: tuple[str, ...]
+
+    @property
+    def present(self) -> bool:
+        return bool(self.flags)
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+def parse_ptdump(text: str) -> dict[str, list[Run]]:
+    """Runs by section name, in dump order."""
+    sections: dict[str, list[Run]] = {}
+    current: list[Run] | None = None
+    for line in text.splitlines():
+        line = line.strip()
+        if match := _SECTION.match(line):
+            current = sections.setdefault(match.group(1), [])
+        elif (match := _RUN.match(line)) and current is not None:
+            current.append(Run(int(match.group(1), 16), int(match.group(2), 16),
+                               match.group(4), tuple(match.group(3).split())))
+    return sections
+
+
+@dataclass(frozen=True)
+class DirectMap:
+    runs: tuple[Run, ...]
+
+    @classmethod
+    def from_dump(cls, text: str) -> DirectMap:
+        sections = parse_ptdump(text)
+        if DIRECT_MAP_SECTION not in sections:
+            raise ValueError(f"no '{DIRECT_MAP_SECTION}' section in the page-table dump "
+                             f"(sections: {', '.join(sections) or 'none'})")
+        return cls(tuple(sections[DIRECT_MAP_SECTION]))
+
+    def bytes_by_level(self) -> dict[str, int]:
+        """Bytes of present mappings at each level."""
+        totals = {level: 0 for level in LEVELS}
+        for run in self.runs:
+            if run.present:
+                totals[run.level] += run.size
+        return totals
+
+    def level_of(self, address: int) -> str | None:
+        """The level mapping ``address``, or None when it is not mapped."""
+        for run in self.runs:
+            if run.start <= address < run.end:
+                return run.level if run.present else None
+        return None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """vmstat and meminfo read at one moment."""
+
+    vmstat: dict[str, int] = field(default_factory=dict)
+    meminfo: dict[str, int] = field(default_factory=dict)
+
+    def get(self, name: str) -> int:
+        if name in self.vmstat:
+            return self.vmstat[name]
+        if name in self.meminfo:
+            return self.meminfo[name]
+        raise KeyError(f"{name} is in neither /proc/vmstat nor /proc/meminfo")
+
+    def delta(self, before: Snapshot, names: list[str]) -> dict[str, int]:
+        return {name: self.get(name) - before.get(name) for name in names}
+
+
+def format_delta(before: Snapshot, after: Snapshot, names: list[str]) -> str:
+    """A small table 'name: before -> after (delta)' for failure messages."""
+    rows = []
+    for name in names:
+        try:
+            b, a = before.get(name), after.get(name)
+            rows.append(f"  {name}: {b} -> {a} ({a - b:+d})")
+        except KeyError:
+            rows.append(f"  {name}: missing")
+    return "\n".join(rows)
+
+
+SNAPSHOT_COMMAND = "cat /proc/vmstat; echo ===meminfo===; cat /proc/meminfo"
+
+
+def parse_snapshot(text: str) -> Snapshot:
+    vmstat, _, meminfo = text.partition("===meminfo===")
+    return Snapshot(parse_vmstat(vmstat), parse_meminfo(meminfo))
