@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import subdir
-from .errors import UsageError
+from .errors import BuildError, UsageError
 
 READY = "PTE-HARNESS-READY"
 GUEST_SCRIPT_DIR = "/scripts"
@@ -48,6 +48,7 @@ reboot -f
 class ImageRequest:
     busybox: Path = Path("/bin/busybox")
     scripts: Path | None = None
+    sources: Path | None = None  # *.c compiled statically into /usr/local/bin
     programs: tuple[Path, ...] = ()
 
 
@@ -93,6 +94,22 @@ def shared_libraries(binary: Path) -> list[Path]:
     return libs
 
 
+def compile_static(program: Path) -> Path:
+    """A static binary of one C file, cached by the file's contents."""
+    digest = hashlib.sha256(program.read_bytes()).hexdigest()[:24]
+    binary = subdir("guest-bin") / f"{program.stem}-{digest}"
+    if binary.is_file():
+        return binary
+    tmp = binary.with_name(binary.name + f".tmp{os.getpid()}")
+    result = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Werror", "-o", str(tmp),
+                             str(program)], capture_output=True, text=True)
+    if result.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise BuildError(f"guest program {program} does not compile", result.stderr)
+    os.replace(tmp, binary)
+    return binary
+
+
 def entries_for(request: ImageRequest) -> list[Entry]:
     if not request.busybox.is_file():
         raise UsageError(f"{request.busybox} not found: install busybox-static")
@@ -109,6 +126,10 @@ def entries_for(request: ImageRequest) -> list[Entry]:
             if script.is_file():
                 entries.append(Entry(f"{GUEST_SCRIPT_DIR.strip('/')}/{script.name}",
                                      stat.S_IFREG | 0o755, script.read_bytes()))
+    if request.sources and request.sources.is_dir():
+        for program in sorted(request.sources.glob("*.c")):
+            entries.append(Entry(f"usr/local/bin/{program.stem}", stat.S_IFREG | 0o755,
+                                 compile_static(program).read_bytes()))
     seen = {e.name for e in entries}
     for program in request.programs:
         resolved = Path(shutil.which(str(program)) or program)

@@ -15,6 +15,7 @@ PROJECT_ROOT = Path(os.environ.get("PTE_HARNESS_ROOT") or Path(__file__).resolve
 KCONFIG_DIR = PROJECT_ROOT / "kconfigs"
 PATCH_DIR = PROJECT_ROOT / "patches"
 GUEST_SCRIPTS = PROJECT_ROOT / "guest-scripts"
+GUEST_SOURCES = PROJECT_ROOT / "guest-src"
 DEFAULT_SERIES = "v6.12"
 BASE_FRAGMENT = "base.config"
 FEATURE_FRAGMENTS = ("pte-mapped.config", "debug.config")

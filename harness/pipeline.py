@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import build, image, source
 from .cache import subdir
-from .options import GUEST_SCRIPTS, Options
+from .options import GUEST_SCRIPTS, GUEST_SOURCES, Options
 from .session import BootOptions, Session
 
 
@@ -27,7 +27,8 @@ def build_request(options: Options) -> build.BuildRequest:
 
 def prepare(options: Options, programs: tuple[Path, ...] = ()) -> Prepared:
     result = build.build(build_request(options))
-    initrd = image.build_initramfs(image.ImageRequest(scripts=GUEST_SCRIPTS, programs=programs))
+    initrd = image.build_initramfs(image.ImageRequest(scripts=GUEST_SCRIPTS, sources=GUEST_SOURCES,
+                                                        programs=programs))
     return Prepared(result, initrd)
 
 

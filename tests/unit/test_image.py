@@ -32,3 +32,22 @@ def test_init_mounts_and_ready_line():
     for mount in ["mount -t proc", "mount -t sysfs", "mount -t devtmpfs", "mount -t debugfs"]:
         assert mount in image.INIT
     assert image.READY in image.INIT and "/dev/ttyS1" in image.INIT
+
+
+def test_guest_sources_compiled_static(cache, tmp_path):
+    sources = tmp_path / "src"
+    sources.mkdir()
+    (sources / "hello.c").write_text("#include <stdio.h>\nint main(void) { puts(\"hi\"); return 0; }\n")
+    path = image.build_initramfs(image.ImageRequest(sources=sources))
+    names = subprocess.run(["cpio", "-it"], stdin=path.open("rb"), capture_output=True).stdout.decode().split()
+    assert "usr/local/bin/hello" in names
+    binary = image.compile_static(sources / "hello.c")
+    assert image.is_static(binary) and subprocess.run([binary], capture_output=True).stdout == b"hi\n"
+
+
+def test_guest_source_compile_error_named(cache, tmp_path):
+    import pytest
+    from harness.errors import BuildError
+    (tmp_path / "bad.c").write_text("int main(void) { return x; }\n")
+    with pytest.raises(BuildError, match="bad.c does not compile"):
+        image.compile_static(tmp_path / "bad.c")

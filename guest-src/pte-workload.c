@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * pte-workload: guest-side memory workloads for the pte-harness kernel tests.
+ *
+ *   pte-workload fragment MB STRIDE
+ *	Map and touch MB MiB of anonymous memory, then give back every STRIDE-th
+ *	page (MADV_DONTNEED), leaving single free pages scattered over many 2M
+ *	regions of the direct map. Prints "ready" and holds the rest until killed.
+ *   pte-workload pgtables NPROC MB
+ *	Fork NPROC children; each maps MB MiB and touches one byte every 2 MiB,
+ *	so that each touch needs a page-table page of its own. Prints "ready"
+ *	once all children are done touching, and holds until killed (the
+ *	children exit with it).
+ *   pte-workload pressure MB
+ *	Map and touch MB MiB (to push the kernel into reclaim), print "done", exit.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PAGE 4096UL
+#define MIB (1UL << 20)
+
+static char *map(unsigned long bytes)
+{
+	char *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED) {
+		perror("mmap");
+		exit(2);
+	}
+	return p;
+}
+
+static void hold(void)
+{
+	for (;;)
+		pause();
+}
+
+static int fragment(unsigned long mb, unsigned long stride)
+{
+	unsigned long bytes = mb * MIB, off;
+	char *p = map(bytes);
+
+	for (off = 0; off < bytes; off += PAGE)
+		p[off] = 1;
+	for (off = 0; off < bytes; off += stride * PAGE)
+		madvise(p + off, PAGE, MADV_DONTNEED);
+	printf("ready\n");
+	fflush(stdout);
+	hold();
+	return 0;
+}
+
+static void stop_children(int sig)
+{
+	(void)sig;
+	kill(0, SIGKILL);
+}
+
+static int pgtables(unsigned long nproc, unsigned long mb)
+{
+	int ready[2];
+	unsigned long i;
+	char c;
+
+	if (pipe(ready)) {
+		perror("pipe");
+		return 2;
+	}
+	setpgid(0, 0);
+	for (i = 0; i < nproc; i++) {
+		pid_t pid = fork();
+
+		if (pid < 0) {
+			perror("fork");
+			return 2;
+		}
+		if (pid == 0) {
+			unsigned long bytes = mb * MIB, off;
+			char *p = map(bytes);
+
+			for (off = 0; off < bytes; off += 2 * MIB)
+				p[off] = 1;
+			if (write(ready[1], "x", 1) != 1)
+				_exit(2);
+			hold();
+		}
+	}
+	for (i = 0; i < nproc; i++)
+		if (read(ready[0], &c, 1) != 1)
+			return 2;
+	signal(SIGTERM, stop_children);
+	printf("ready\n");
+	fflush(stdout);
+	hold();
+	return 0;
+}
+
+static int pressure(unsigned long mb)
+{
+	unsigned long bytes = mb * MIB, off;
+	char *p = map(bytes);
+
+	for (off = 0; off < bytes; off += PAGE)
+		p[off] = 1;
+	printf("done\n");
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 4 && !strcmp(argv[1], "fragment"))
+		return fragment(strtoul(argv[2], NULL, 0), strtoul(argv[3], NULL, 0));
+	if (argc == 4 && !strcmp(argv[1], "pgtables"))
+		return pgtables(strtoul(argv[2], NULL, 0), strtoul(argv[3], NULL, 0));
+	if (argc == 3 && !strcmp(argv[1], "pressure"))
+		return pressure(strtoul(argv[2], NULL, 0));
+	fprintf(stderr, "usage: pte-workload fragment MB STRIDE | pgtables NPROC MB | pressure MB\n");
+	return 2;
+}
