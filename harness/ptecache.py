@@ -1,0 +1,103 @@
+"""Host side of the pte-mapped cache tests: run ``ptm`` steps in a guest, parse the trace.
+
+``ptm`` (guest-scripts/ptm) runs every step in one guest process with shell builtins, so
+no fork (no page-table allocation) disturbs the figures between two ``state`` steps.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from .readers import DirectMap, PTDUMP
+
+PAGES_PER_PMD = 512
+KB_PER_PMD = 2048
+SPLITS = "direct_map_level2_splits"
+CACHED = "nr_pte_mapped_cached"
+
+
+@dataclass(frozen=True)
+class State:
+    """One ``state`` step: cache, vmstat and meminfo figures."""
+
+    values: dict[str, int]
+
+    def __getitem__(self, name: str) -> int:
+        if name not in self.values:
+            raise KeyError(f"{name} not read by ptm state (have: {', '.join(sorted(self.values))})")
+        return self.values[name]
+
+    def __sub__(self, before: State) -> dict[str, int]:
+        return {k: v - before.values[k] for k, v in self.values.items() if k in before.values}
+
+
+@dataclass(frozen=True)
+class OpResult:
+    op: str
+    arg: str
+    requested: int
+    succeeded: int
+    failed: int
+
+
+@dataclass
+class Trace:
+    """What one ``ptm`` run printed: states and driver results in order."""
+
+    command: str
+    states: list[State] = field(default_factory=list)
+    results: list[OpResult] = field(default_factory=list)
+    addrs: list[int] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"ptm trace of: {self.command}"]
+        keys = sorted({k for s in self.states for k in s.values})
+        for key in keys:
+            row = " ".join(f"{s.values.get(key, '-'):>9}" for s in self.states)
+            lines.append(f"  {key:<26}{row}")
+        lines += [f"  {r.op} {r.arg}: requested {r.requested} succeeded {r.succeeded} "
+                  f"failed {r.failed}" for r in self.results]
+        return "\n".join(lines)
+
+
+_RESULT = re.compile(r"^result (\S+) (\S+) requested (\d+) succeeded (\d+) failed (\d+)$")
+
+
+def parse_trace(command: str, output: str) -> Trace:
+    trace = Trace(command)
+    for line in output.splitlines():
+        if line.startswith("state "):
+            pairs = (item.split("=", 1) for item in line.split()[1:])
+            trace.states.append(State({k: int(v) for k, v in pairs}))
+        elif match := _RESULT.match(line):
+            op, arg, *numbers = match.groups()
+            trace.results.append(OpResult(op, arg, *map(int, numbers)))
+        elif line.startswith("addr "):
+            trace.addrs.append(int(line.split()[1], 16))
+    return trace
+
+
+class PtmError(AssertionError):
+    """The guest-side ``ptm`` run itself failed."""
+
+
+def ptm(session, steps: str, timeout: float = 300.0) -> Trace:
+    """Run ``ptm STEPS`` in the guest and return its parsed trace."""
+    result = session.run(f"ptm {steps}", timeout=timeout)
+    if result.status != 0:
+        raise PtmError(f"'ptm {steps}' exited {result.status}:\n{result.output}")
+    return parse_trace(f"ptm {steps}", result.output)
+
+
+def direct_map(session) -> DirectMap:
+    result = session.run(f"cat {PTDUMP}", timeout=60)
+    if result.status != 0:
+        raise PtmError(f"cannot read {PTDUMP}: {result.output}")
+    return DirectMap.from_dump(result.output)
+
+
+def grouping_bound(pages: int) -> int:
+    """Most level-2 splits a cache may cause for ``pages`` allocations: one per 2M block + 1."""
+    return math.ceil(pages / PAGES_PER_PMD) + 1
