@@ -6,6 +6,11 @@
  *	Map and touch MB MiB of anonymous memory, then give back every STRIDE-th
  *	page (MADV_DONTNEED), leaving single free pages scattered over many 2M
  *	regions of the direct map. Prints "ready" and holds the rest until killed.
+ *   pte-workload pipes N STRIDE
+ *	Fill N pipes with one page each (unmovable kernel pages, taken in order),
+ *	then close every STRIDE-th pipe: single free unmovable pages scattered over
+ *	many 2M regions, where kernel allocations (GFP_KERNEL) look first. Prints
+ *	"ready" and holds the other pipes until killed.
  *   pte-workload pgtables NPROC MB
  *	Fork NPROC children; each maps MB MiB and touches one byte every 2 MiB,
  *	so that each touch needs a page-table page of its own. Prints "ready"
@@ -19,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -52,6 +58,34 @@ static int fragment(unsigned long mb, unsigned long stride)
 		p[off] = 1;
 	for (off = 0; off < bytes; off += stride * PAGE)
 		madvise(p + off, PAGE, MADV_DONTNEED);
+	printf("ready\n");
+	fflush(stdout);
+	hold();
+	return 0;
+}
+
+static int pipes(unsigned long n, unsigned long stride)
+{
+	struct rlimit lim = { 2 * n + 64, 2 * n + 64 };
+	static char page[PAGE];
+	int (*fds)[2] = calloc(n, sizeof(*fds));
+	unsigned long i;
+
+	if (!fds || setrlimit(RLIMIT_NOFILE, &lim)) {
+		perror("pipes setup");
+		return 2;
+	}
+	memset(page, 1, sizeof(page));
+	for (i = 0; i < n; i++) {
+		if (pipe(fds[i]) || write(fds[i][1], page, PAGE) != PAGE) {
+			perror("pipe");
+			return 2;
+		}
+	}
+	for (i = 0; i < n; i += stride) {
+		close(fds[i][0]);
+		close(fds[i][1]);
+	}
 	printf("ready\n");
 	fflush(stdout);
 	hold();
@@ -118,10 +152,12 @@ int main(int argc, char **argv)
 {
 	if (argc == 4 && !strcmp(argv[1], "fragment"))
 		return fragment(strtoul(argv[2], NULL, 0), strtoul(argv[3], NULL, 0));
+	if (argc == 4 && !strcmp(argv[1], "pipes"))
+		return pipes(strtoul(argv[2], NULL, 0), strtoul(argv[3], NULL, 0));
 	if (argc == 4 && !strcmp(argv[1], "pgtables"))
 		return pgtables(strtoul(argv[2], NULL, 0), strtoul(argv[3], NULL, 0));
 	if (argc == 3 && !strcmp(argv[1], "pressure"))
 		return pressure(strtoul(argv[2], NULL, 0));
-	fprintf(stderr, "usage: pte-workload fragment MB STRIDE | pgtables NPROC MB | pressure MB\n");
+	fprintf(stderr, "usage: pte-workload fragment MB STRIDE | pipes N STRIDE | pgtables NPROC MB | pressure MB\n");
 	return 2;
 }

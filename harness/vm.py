@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +40,9 @@ class VmConfig:
 
     @property
     def control_socket(self) -> Path:
-        return self.run_dir / "control.sock"
+        """In /tmp: a unix socket path must stay under 108 bytes, a run dir may not."""
+        tag = hashlib.sha256(str(self.run_dir.resolve()).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"pte-harness-{tag}.sock"
 
     def kernel_cmdline(self) -> str:
         extra = " pte_harness.interactive" if self.interactive else ""
@@ -83,6 +87,7 @@ class Qemu:
 
     def stop(self, timeout: float = 5.0) -> None:
         self.channel.close()
+        self.config.control_socket.unlink(missing_ok=True)
         if self.process.poll() is None:
             self.process.terminate()
             try:

@@ -1,0 +1,95 @@
+"""Checks of the pte-mapped cache on a booted guest, shared by the tests and the negative
+checks (which run them where the behaviour is broken and expect an AssertionError).
+
+Every check records what it measured in ``figures`` before asserting, so a failure (and
+the JSON summary) carries the numbers.
+"""
+
+from __future__ import annotations
+
+from harness.ptecache import CACHED, SPLITS, Trace, direct_map, grouping_bound, ptm
+
+N = 2048
+# Unmovable free memory scattered over many 2M regions: what a long-running system has.
+FRAGMENT = "bg-start frag pipes 32768 16"
+
+
+def fragment(session) -> None:
+    result = session.run(FRAGMENT, timeout=300)
+    assert result.status == 0, f"{FRAGMENT} failed:\n{result.output}"
+
+
+def all_succeeded(trace: Trace) -> None:
+    for r in trace.results:
+        assert r.failed == 0 and r.succeeded == r.requested, f"{r.op} {r.arg} failed:\n{trace}"
+
+
+def grouping_trace(session) -> Trace:
+    """N flagged allocations from an empty cache, on fragmented memory; addrs kept."""
+    fragment(session)
+    trace = ptm(session, f"drop state alloc {N} state addrs")
+    all_succeeded(trace)
+    return trace
+
+
+def splits_of(trace: Trace) -> int:
+    return (trace.states[1] - trace.states[0])[SPLITS]
+
+
+def check_grouping(session, figures: dict) -> Trace:
+    trace = grouping_trace(session)
+    delta = trace.states[1] - trace.states[0]
+    figures.update(splits=delta[SPLITS], refills=delta["pte_mapped_refill"],
+                   bound=grouping_bound(N))
+    assert delta[SPLITS] <= grouping_bound(N), (
+        f"{N} flagged allocations caused {delta[SPLITS]} level-2 splits, more than "
+        f"ceil({N}/512)+1 = {grouping_bound(N)}\n{trace}")
+    assert len(trace.addrs) == N, f"driver holds {len(trace.addrs)} pages, expected {N}"
+    levels = direct_map(session)
+    wrong = [hex(a) for a in trace.addrs if levels.level_of(a) != "pte"]
+    figures["pages_not_pte_mapped"] = len(wrong)
+    assert not wrong, f"{len(wrong)} of {N} pages are not in a 4K pte run: {wrong[:5]}"
+    return trace
+
+
+def check_reuse(session, figures: dict) -> None:
+    trace = ptm(session, f"drop alloc {N} free all state alloc {N} state")
+    all_succeeded(trace)
+    delta = trace.states[1] - trace.states[0]
+    figures.update(reuse_splits=delta[SPLITS], reuse_refills=delta["pte_mapped_refill"],
+                   reuse_served=delta["pte_mapped_alloc"])
+    assert delta[SPLITS] == 0, f"re-allocating {N} freed pages split the direct map:\n{trace}"
+    assert delta["pte_mapped_alloc"] >= N, f"re-allocation not served by the cache:\n{trace}"
+
+
+def check_shrinker_count(session, figures: dict) -> None:
+    trace = ptm(session, f"alloc {N * 2} free all state")
+    state = trace.states[0]
+    figures.update(shrinker_count=state["shrinker_count"], cached=state[CACHED],
+                   shrinkers=state["shrinkers"])
+    assert state["shrinkers"] == 1, f"expected one pte_mapped_cache shrinker in debugfs:\n{trace}"
+    assert state[CACHED] >= N * 2, f"freed pages did not go to the cache:\n{trace}"
+    assert state["shrinker_count"] == state[CACHED], (
+        f"shrinker count {state['shrinker_count']} != {CACHED} {state[CACHED]}\n{trace}")
+
+
+def check_page_tables(session, figures: dict, nproc: int = 8, mb: int = 1024) -> None:
+    """Sparse mappings in many processes take page tables from the cache and give them back."""
+    before = ptm(session, "drop state").states[0]
+    result = session.run(f"bg-start pgt pgtables {nproc} {mb}", timeout=300)
+    assert result.status == 0, result.output
+    during = ptm(session, "state").states[0]
+    result = session.run("bg-stop pgt", timeout=120)
+    assert result.status == 0, result.output
+    after = ptm(session, "state").states[0]
+    tables = nproc * (mb // 2)  # one PTE page per touched 2M
+    served = (during - before)["pte_mapped_alloc"]
+    splits = (during - before)[SPLITS]
+    returned = (after - during)[CACHED]
+    figures.update(page_table_pages_expected=tables, served_from_cache=served,
+                   splits=splits, pages_returned_on_exit=returned)
+    table = Trace("page tables", [before, during, after])
+    assert served >= tables, f"only {served} of >= {tables} page tables came from the cache\n{table}"
+    assert splits <= grouping_bound(served), (
+        f"{served} page-table pages caused {splits} splits (bound {grouping_bound(served)})\n{table}")
+    assert returned >= tables, f"only {returned} of >= {tables} pages returned on exit\n{table}"

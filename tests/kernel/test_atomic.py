@@ -1,0 +1,32 @@
+"""Test 7: atomic __GFP_PTE_MAPPED requests (DEBUG_ATOMIC_SLEEP catches sleeping)."""
+
+import pytest
+
+from harness.ptecache import SPLITS, ptm
+
+from .checks import N, all_succeeded
+
+pytestmark = pytest.mark.kernel
+
+
+def test_atomic_served_from_cache(guest, figures):
+    burst = 1000
+    trace = ptm(guest, f"alloc {N} free all state alloc_atomic {burst} state")
+    all_succeeded(trace)
+    delta = trace.states[1] - trace.states[0]
+    figures.update(atomic_served=delta["pte_mapped_atomic_alloc"], refills=delta["pte_mapped_refill"],
+                   splits=delta[SPLITS])
+    assert delta["pte_mapped_atomic_alloc"] == burst, str(trace)
+    assert delta["pte_mapped_refill"] == 0 and delta["pte_mapped_fallback"] == 0, str(trace)
+    assert delta[SPLITS] == 0, str(trace)
+
+
+def test_atomic_on_empty_cache_fails_cleanly(guest, figures):
+    trace = ptm(guest, f"drop state alloc_atomic {N} state")
+    result = trace.results[0]
+    delta = trace.states[1] - trace.states[0]
+    figures.update(requested=result.requested, succeeded=result.succeeded, failed=result.failed,
+                   atomic_fail_counted=delta["pte_mapped_atomic_fail"])
+    assert result.failed > 0, f"an empty cache served every atomic request\n{trace}"
+    assert delta["pte_mapped_atomic_fail"] == result.failed, str(trace)
+    assert delta["pte_mapped_atomic_alloc"] == result.succeeded, str(trace)

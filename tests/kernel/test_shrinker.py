@@ -1,0 +1,53 @@
+"""Test 5: the pte_mapped_cache shrinker gives cached pages back."""
+
+import pytest
+
+from harness.ptecache import CACHED, SPLITS, Trace, ptm
+
+from .checks import N, check_shrinker_count
+
+pytestmark = pytest.mark.kernel
+
+
+def test_shrinker_count_matches_cache_counter(guest, figures):
+    check_shrinker_count(guest, figures)
+
+
+def test_shrinker_scan(guest, figures):
+    m = 1000
+    trace = ptm(guest, f"alloc {N * 2} free all state scan {m} state scan 1000000 state")
+    s0, s1, s2 = trace.states
+    figures.update(count_before=s0["shrinker_count"], count_after_scan=s1["shrinker_count"],
+                   memfree_rise_kb=s1["MemFree"] - s0["MemFree"], count_after_big_scan=s2["shrinker_count"])
+    freed = min(m, s0["shrinker_count"])
+    assert s0["shrinker_count"] - s1["shrinker_count"] == freed, str(trace)
+    assert s1["MemFree"] - s0["MemFree"] == 4 * freed, str(trace)
+    assert s2["shrinker_count"] == 0 and s2[CACHED] == 0, str(trace)
+    assert s2["MemFree"] - s1["MemFree"] == 4 * s1["shrinker_count"], str(trace)
+    assert s2[SPLITS] == s0[SPLITS], f"splits rose while shrinking\n{trace}"
+
+
+def test_shrinker_drop_caches_empties(guest, figures):
+    trace = ptm(guest, f"alloc {N * 2} free all state drop state")
+    before, after = trace.states
+    figures.update(cached_before=before[CACHED], cached_after=after[CACHED],
+                   given_back=(after - before)["pte_mapped_shrink"])
+    assert before[CACHED] >= N * 2, str(trace)
+    assert after[CACHED] == 0 and after["shrinker_count"] == 0, str(trace)
+    assert (after - before)["pte_mapped_shrink"] >= before[CACHED], str(trace)
+    assert after[SPLITS] == before[SPLITS], f"splits rose while shrinking\n{trace}"
+
+
+def test_shrinker_under_memory_pressure(guest, figures):
+    cached_pages = 40000  # about 156 MiB held by the cache
+    before = ptm(guest, f"alloc {cached_pages} free all state", timeout=600).states[0]
+    # Ask for more than is free, less than free + cached: only the shrinker can make room.
+    want_mb = before["MemFree"] // 1024 + 48
+    result = guest.run(f"pte-workload pressure {want_mb}", timeout=600)
+    after = ptm(guest, "state").states[0]
+    table = Trace(f"pressure {want_mb} MiB", [before, after])
+    figures.update(cached_before=before[CACHED], cached_after=after[CACHED], pressure_mb=want_mb,
+                   given_back=(after - before)["pte_mapped_shrink"])
+    assert result.status == 0 and "done" in result.output, f"workload failed: {result.output}\n{table}"
+    assert (after - before)["pte_mapped_shrink"] >= 48 * 256, f"the shrinker gave back too little\n{table}"
+    assert after[CACHED] < before[CACHED] // 2, f"the cache was not drained\n{table}"
