@@ -92,6 +92,11 @@ def cmd_shell(args: argparse.Namespace) -> int:
     return subprocess.run(config.command()).returncode
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import report
+    return report.main(options_from(args), args.results, args.keyword)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor.main()
 
@@ -120,6 +125,14 @@ def parser() -> argparse.ArgumentParser:
     add_build_options(p)
     add_boot_options(p)
     p.set_defaults(func=cmd_shell)
+    p = sub.add_parser("run", help="run the kernel test suite (pytest) and summarise the figures")
+    add_build_options(p)
+    group = p.add_argument_group("suite")
+    group.add_argument("--accel", choices=["auto", "kvm", "tcg"], help="default auto")
+    group.add_argument("--memory", help="guest memory (default 1G)")
+    group.add_argument("-k", dest="keyword", metavar="EXPR", help="select tests (pytest -k)")
+    group.add_argument("--results", type=Path, help="results directory (default results/<time>)")
+    p.set_defaults(func=cmd_run)
     p = sub.add_parser("bench", help="cold/cached build and boot-to-first-command times")
     add_build_options(p)
     add_boot_options(p)

@@ -16,6 +16,7 @@ PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("lockdep", re.compile(r"possible (circular|recursive) locking|inconsistent lock state|"
                            r"possible irq lock inversion|suspicious RCU usage|"
                            r"bad unlock balance|lock held when returning")),
+    ("oom", re.compile(r"invoked oom-killer|Out of memory: Killed process")),
     ("oops", re.compile(r"\bOops\b|general protection fault|Unable to handle kernel")),
     ("bug", re.compile(r"\bBUG: ")),
     ("warning", re.compile(r"\bWARNING: ")),

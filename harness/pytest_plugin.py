@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -19,12 +20,14 @@ from typing import Callable, Iterator
 import pytest
 
 from . import crash, pipeline
+from .cache import write_json_atomic
 from .errors import BootError, HarnessError
 from .options import Options
 from .session import Session
 
 SESSIONS = pytest.StashKey[list[Session]]()
 FIGURES = pytest.StashKey[dict[str, object]]()
+PREPARED = pytest.StashKey[pipeline.Prepared]()
 ENV = {"kernel_tree": "PTE_HARNESS_TREE", "series": "PTE_HARNESS_SERIES",
        "kconfig": "PTE_HARNESS_KCONFIG", "accel": "PTE_HARNESS_ACCEL",
        "guest_mem": "PTE_HARNESS_GUEST_MEM", "results": "PTE_HARNESS_RESULTS"}
@@ -79,13 +82,17 @@ def results_dir(pytestconfig: pytest.Config) -> Path:
 
 
 @pytest.fixture(scope="session")
-def kernel(harness_options: Options) -> pipeline.Prepared:
+def kernel(pytestconfig: pytest.Config, harness_options: Options,
+           results_dir: Path) -> pipeline.Prepared:
     """The built (or reused) kernel and initramfs; a failure errors every dependent test."""
     try:
-        return pipeline.prepare(harness_options)
+        prepared = pipeline.prepare(harness_options)
     except HarnessError as exc:
         pytest.fail(f"kernel could not be prepared ({exc.kind} error, exit {exc.status}): {exc}",
                     pytrace=False)
+    shutil.copyfile(prepared.build.config, results_dir / "kernel.config")
+    pytestconfig.stash[PREPARED] = prepared
+    return prepared
 
 
 def _safe(nodeid: str) -> str:
@@ -132,6 +139,58 @@ def guest(boot: Callable[..., Session]) -> Session:
 def figures(request: pytest.FixtureRequest) -> dict[str, object]:
     """Measured figures of this test: reported in JUnit properties and the JSON summary."""
     return request.node.stash.setdefault(FIGURES, {})
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remember each test's outcome and figures for the JSON summary."""
+    entry = _OUTCOMES.setdefault(report.nodeid, {"outcome": "passed", "seconds": 0.0})
+    entry["seconds"] = round(entry["seconds"] + report.duration, 2)
+    if report.failed:
+        entry["outcome"] = "failed" if report.when == "call" else "error"
+        text = str(report.longrepr) if report.longrepr else ""
+        entry["message"] = _first_error_line(text)
+    elif report.skipped and entry["outcome"] == "passed":
+        entry["outcome"] = "skipped"
+    props = dict(report.user_properties)
+    figures = {k: json.loads(v) for k, v in props.items() if not k.startswith("console")}
+    if figures:
+        entry.setdefault("figures", {}).update(figures)
+    consoles = [v for k, v in props.items() if k.startswith("console")]
+    if consoles:
+        entry["consoles"] = consoles
+
+
+_OUTCOMES: dict[str, dict] = {}  # nodeid -> outcome, seconds, figures, consoles
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _OUTCOMES.clear()
+
+
+def _first_error_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.startswith("E "):
+            return line[1:].strip()[:300]
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write results/summary.json when kernel tests ran."""
+    prepared = session.config.stash.get(PREPARED, None)
+    if prepared is None:
+        return
+    results = Path(_option(session.config, "results") or "results").resolve()
+    options = options_from_config(session.config)
+    summary = {
+        "kernel": {"tree": options.tree, "series": options.series, "version": prepared.build.version,
+                   "fragments": [str(p) for p in options.fragment_paths()],
+                   "build_key": prepared.build.key, "image": str(prepared.build.image),
+                   "config": str(results / "kernel.config")},
+        "exit_status": int(exitstatus),
+        "tests": dict(_OUTCOMES),
+    }
+    write_json_atomic(results / "summary.json", summary)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -25,3 +25,5 @@ def fake_tree(tmp_path: Path) -> Path:
     (tree / "Makefile").write_text("# SPDX\nVERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 117\nEXTRAVERSION =\n")
     (tree / "mm" / "cache.c").write_text("int a;\nint b;\nint c;\nint d;\n")
     return tree
+
+pytest_plugins = ["pytester"]

@@ -44,3 +44,8 @@ def test_lockdep_and_soft_lockup():
 def test_restarts():
     assert crash.restarts("[ 0.0] Linux version 6.12\n[ 0.0] Linux version 6.12\n") == 1
     assert crash.restarts((DATA / "console-clean-boot.log").read_text()) == 0
+
+
+def test_oom_kill_is_a_finding():
+    log = "[ 5.0] pte-workload invoked oom-killer: gfp_mask=0x140dca\n[ 5.1] Mem-Info:\n"
+    assert [f.kind for f in crash.scan(log)] == ["oom"]

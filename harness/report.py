@@ -1,0 +1,61 @@
+"""`pte-harness run`: the kernel test suite through pytest, with a results directory and a
+readable summary of the measured figures."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .cache import read_json
+from .options import PROJECT_ROOT, Options
+
+SUITE = PROJECT_ROOT / "tests" / "kernel"
+
+
+def pytest_args(options: Options, results: Path, keyword: str | None) -> list[str]:
+    args = [str(SUITE), "-p", "no:cacheprovider", "-q", "-rfE",
+            f"--junitxml={results / 'junit.xml'}", f"--results={results}",
+            f"--kernel-tree={options.tree}", f"--series={options.series}",
+            f"--accel={options.accel}", f"--guest-mem={options.memory}"]
+    for fragment in options.kconfig or ():
+        args.append(f"--kconfig={fragment}")
+    if keyword:
+        args += ["-k", keyword]
+    return args
+
+
+def format_summary(summary: dict) -> str:
+    kernel = summary.get("kernel", {})
+    lines = [f"kernel {kernel.get('version', '?')} from {kernel.get('tree', '?')}, "
+             f"series {kernel.get('series', '?')}"]
+    counts: dict[str, int] = {}
+    for nodeid, entry in summary.get("tests", {}).items():
+        outcome = entry["outcome"]
+        counts[outcome] = counts.get(outcome, 0) + 1
+        name = nodeid.split("::", 1)[-1]
+        lines.append(f"  {outcome.upper():<7} {name}  ({entry['seconds']:.1f}s)")
+        for key, value in entry.get("figures", {}).items():
+            lines.append(f"            {key} = {value}")
+        if entry.get("message"):
+            lines.append(f"            -> {entry['message']}")
+    lines.append(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no tests ran")
+    return "\n".join(lines)
+
+
+def main(options: Options, results: Path | None, keyword: str | None) -> int:
+    results = (results or Path("results") / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    args = pytest_args(options, results, keyword)
+    command = ["pytest", *args]
+    (results / "command.txt").write_text(shlex.join(command) + "\n")
+    status = int(pytest.main(args))
+    summary = read_json(results / "summary.json") or {}
+    print("\n" + format_summary(summary))
+    print(f"results: {results} (junit.xml, summary.json, kernel.config, per-test console logs)")
+    sys.stdout.flush()
+    return status

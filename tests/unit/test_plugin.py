@@ -1,0 +1,65 @@
+"""The pytest plugin's own logic, without a kernel: options, broken builds, the summary."""
+
+from harness import report
+
+
+def test_broken_build_errors_every_test_with_its_cause(pytester, cache, tmp_path):
+    pytester.makepyfile(test_x="""
+        import pytest
+
+        @pytest.mark.kernel
+        def test_a(guest):
+            pass
+
+        @pytest.mark.kernel
+        def test_b(kernel):
+            pass
+
+        def test_c():
+            pass
+    """)
+    result = pytester.runpytest_inprocess(
+        "--strict-markers", f"--kernel-tree={tmp_path / 'missing'}", "--series=none",
+        f"--results={tmp_path / 'results'}")
+    result.assert_outcomes(passed=1, errors=2)
+    text = result.stdout.str()
+    assert text.count("kernel could not be prepared (tree error, exit 241)") >= 2
+    assert "does not exist" in text
+
+
+def test_environment_fallbacks(pytester, monkeypatch, tmp_path):
+    monkeypatch.setenv("PTE_HARNESS_TREE", "/src/linux")
+    monkeypatch.setenv("PTE_HARNESS_GUEST_MEM", "2G")
+    monkeypatch.setenv("PTE_HARNESS_KCONFIG", "debug.config")
+    pytester.makepyfile(test_y="""
+        def test_opts(harness_options):
+            assert harness_options.tree == "/src/linux"
+            assert harness_options.memory == "2G"
+            assert harness_options.kconfig == ("pte-mapped.config", "debug.config", "debug.config")
+            assert harness_options.accel == "tcg"
+    """)
+    pytester.runpytest_inprocess("--accel=tcg").assert_outcomes(passed=1)
+
+
+def test_markers_registered(pytester):
+    pytester.makepyfile(test_z="""
+        import pytest
+
+        @pytest.mark.negative
+        @pytest.mark.kernel
+        def test_m():
+            pass
+    """)
+    pytester.runpytest_inprocess("--strict-markers").assert_outcomes(passed=1)
+
+
+def test_format_summary():
+    text = report.format_summary({
+        "kernel": {"version": "6.12.117", "tree": "debian:6.12", "series": "v6.12"},
+        "tests": {"tests/kernel/t.py::test_a": {"outcome": "passed", "seconds": 1.5,
+                                                 "figures": {"splits": 5}},
+                  "tests/kernel/t.py::test_b": {"outcome": "failed", "seconds": 2.0,
+                                                 "message": "AssertionError: 9 > 5"}}})
+    assert "PASSED  test_a  (1.5s)" in text and "splits = 5" in text
+    assert "FAILED  test_b" in text and "-> AssertionError: 9 > 5" in text
+    assert text.endswith("1 failed, 1 passed")
