@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import kconfig, patches, source
-from .cache import Progress, cache_dir, read_json, say, sha256_file, sha256_text, subdir, write_json_atomic
+from .cache import Progress, read_json, say, sha256_file, sha256_text, subdir, write_json_atomic
 from .errors import BuildError
 from .kconfig import Fragment
 
@@ -69,8 +70,9 @@ def build_key(request: BuildRequest, tree_identity: str, series: patches.Series 
 
 @contextmanager
 def build_lock() -> Iterator[None]:
-    """One kernel build at a time on this machine (two cores)."""
-    path = cache_dir() / "build.lock"
+    """One kernel build at a time on this machine (two cores), whichever cache it uses."""
+    path = Path(os.environ.get("PTE_HARNESS_BUILD_LOCK") or
+                Path(tempfile.gettempdir()) / "pte-harness-build.lock")
     with path.open("w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
