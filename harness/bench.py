@@ -45,12 +45,10 @@ def cold_build(options: Options) -> float:
 def bare_boot(prepared: pipeline.Prepared, accel: str, cpus: int, memory: str) -> float:
     """QEMU start until the guest's init prints its ready line on the console (no harness)."""
     with tempfile.TemporaryDirectory(dir=subdir("bench")) as tmp:
-        console = Path(tmp) / "console.log"
-        command = [
-            "qemu-system-x86_64", "-accel", accel, "-cpu", "max", "-m", memory, "-smp", str(cpus),
-            "-nodefaults", "-display", "none", "-no-reboot", "-kernel", str(prepared.build.image),
-            "-initrd", str(prepared.initrd), "-append", f"{vm.BASE_APPEND} pte_harness.bare",
-            "-serial", f"file:{console}"]
+        config = vm.VmConfig(prepared.build.image, prepared.initrd, Path(tmp), accel=accel,
+                             memory=memory, cpus=cpus, mode="bare")
+        console = config.console_log
+        command = config.command()
         start = time.monotonic()
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)

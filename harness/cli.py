@@ -84,7 +84,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
     verdict = vm.choose_accel(boot.accel, prepared.build.image, prepared.initrd)
     config = vm.VmConfig(prepared.build.image, prepared.initrd, run_dir, accel=verdict.accel,
                          memory=boot.memory, cpus=boot.cpus, cpu=boot.cpu, append=boot.append,
-                         interactive=True)
+                         mode="interactive")
     run_dir.mkdir(parents=True, exist_ok=True)
     if args.print_qemu:
         say(f"QEMU command line: {config.shell_command()}")

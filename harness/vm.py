@@ -32,7 +32,7 @@ class VmConfig:
     cpu: str = "max"
     append: str = ""
     qemu: str = "qemu-system-x86_64"
-    interactive: bool = False
+    mode: str = "control"  # control: shell on a socket; interactive: on stdio; bare: none
 
     @property
     def console_log(self) -> Path:
@@ -45,21 +45,25 @@ class VmConfig:
         return Path(tempfile.gettempdir()) / f"pte-harness-{tag}.sock"
 
     def kernel_cmdline(self) -> str:
-        extra = " pte_harness.interactive" if self.interactive else ""
+        extra = {"control": "", "interactive": " pte_harness.interactive",
+                 "bare": " pte_harness.bare"}[self.mode]
         return f"{BASE_APPEND}{extra} {self.append}".strip()
 
     def command(self) -> list[str]:
-        """The full QEMU command line. Control shell on ttyS1: a unix socket, or stdio."""
-        control = ("stdio" if self.interactive else
-                   f"socket,id=ctl,path={self.control_socket},server=on,wait=on")
+        """The full QEMU command line: kernel log on ttyS0 (a file), the shell on ttyS1
+        (a unix socket QEMU waits on, or stdio); a bare guest only prints its ready line."""
+        control = {
+            "control": ["-chardev", f"socket,id=ctl,path={self.control_socket},server=on,wait=on",
+                        "-serial", "chardev:ctl"],
+            "interactive": ["-serial", "stdio"],
+            "bare": [],
+        }[self.mode]
         return [
             self.qemu, "-accel", self.accel, "-cpu", self.cpu, "-m", self.memory,
             "-smp", str(self.cpus), "-nodefaults", "-display", "none", "-no-reboot",
             "-kernel", str(self.kernel), "-initrd", str(self.initrd),
             "-append", self.kernel_cmdline(),
-            "-serial", f"file:{self.console_log}",
-            *(["-serial", "stdio"] if self.interactive else
-              ["-chardev", control, "-serial", "chardev:ctl"]),
+            "-serial", f"file:{self.console_log}", *control,
         ]
 
     def shell_command(self) -> str:
@@ -170,12 +174,11 @@ def probe_kvm(kernel: Path, initrd: Path, qemu: str, timeout: float) -> AccelVer
     run_dir = subdir("state") / "kvm-probe"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    console = run_dir / "console.log"
-    command = [qemu, "-accel", "kvm", "-cpu", "host", "-m", "256M", "-nodefaults", "-display",
-               "none", "-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd),
-               "-append", f"{BASE_APPEND} pte_harness.bare", "-serial", f"file:{console}"]
+    config = VmConfig(kernel, initrd, run_dir, accel="kvm", cpu="host", memory="256M",
+                      qemu=qemu, mode="bare")
+    console = config.console_log
     with (run_dir / "qemu-stderr.log").open("w") as err:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        process = subprocess.Popen(config.command(), stdin=subprocess.DEVNULL, stdout=err, stderr=err)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:

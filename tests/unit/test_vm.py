@@ -27,9 +27,15 @@ def test_command_line(tmp_path):
 
 
 def test_interactive_uses_stdio(tmp_path):
-    command = config(tmp_path, interactive=True).command()
+    command = config(tmp_path, mode="interactive").command()
     assert command[-2:] == ["-serial", "stdio"]
     assert "pte_harness.interactive" in command[command.index("-append") + 1]
+
+
+def test_bare_has_no_control_channel(tmp_path):
+    command = config(tmp_path, mode="bare").command()
+    assert "-chardev" not in command and command.count("-serial") == 1
+    assert "pte_harness.bare" in command[command.index("-append") + 1]
 
 
 def test_shell_command_quotes(tmp_path):
