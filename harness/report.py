@@ -3,7 +3,6 @@ readable summary of the measured figures."""
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time

@@ -93,3 +93,45 @@ def check_page_tables(session, figures: dict, nproc: int = 8, mb: int = 1024) ->
     assert splits <= grouping_bound(served), (
         f"{served} page-table pages caused {splits} splits (bound {grouping_bound(served)})\n{table}")
     assert returned >= tables, f"only {returned} of >= {tables} pages returned on exit\n{table}"
+
+
+def check_baseline(boot, figures, cache_args=""):
+    """Splits of the same workload with the cache (booted with ``cache_args``) and without."""
+    with_cache = splits_of(grouping_trace(boot(cache_args)))
+    without = splits_of(grouping_trace(boot("pte_mapped_cache=off")))
+    figures.update(splits_with_cache=with_cache, splits_without_cache=without)
+    assert with_cache * 8 <= without, (
+        f"{N} allocations: {with_cache} splits with the cache, {without} without; "
+        f"expected at most 1/8")
+
+
+def check_fallback(session, figures):
+    """With order-9 allocations failing, flagged ones still succeed through order-0
+    fallbacks, and the fallback regions' free neighbours serve the rest without splits."""
+    trace = ptm(session, f"drop fail9 on state alloc {N} state fail9 off")
+    all_succeeded(trace)
+    before, after = trace.states
+    delta = after - before
+    figures.update(fallbacks=delta["pte_mapped_fallback"], neighbours=delta["pte_mapped_neighbour"],
+                   refills=delta["pte_mapped_refill"], splits=delta[SPLITS])
+    assert delta["pte_mapped_fallback"] >= 1, f"no order-0 fallback\n{trace}"
+    assert delta["pte_mapped_refill"] == 0, f"a 2M refill despite fail_page_alloc\n{trace}"
+    from_neighbours = N - before[CACHED] - delta["pte_mapped_fallback"]
+    assert delta["pte_mapped_neighbour"] >= from_neighbours, (
+        f"{N} requests, {before[CACHED]} cached pages and {delta['pte_mapped_fallback']} "
+        f"fallbacks need >= {from_neighbours} neighbours, got {delta['pte_mapped_neighbour']}\n{trace}")
+    assert delta[SPLITS] <= delta["pte_mapped_fallback"], (
+        f"pages served from neighbours split the direct map\n{trace}")
+
+
+def check_atomic_served(session, figures):
+    """A burst of atomic requests on a filled cache: served from it, no refill, no split."""
+    burst = 1000
+    trace = ptm(session, f"alloc {N} free all state alloc_atomic {burst} state")
+    all_succeeded(trace)
+    delta = trace.states[1] - trace.states[0]
+    figures.update(atomic_served=delta["pte_mapped_atomic_alloc"], refills=delta["pte_mapped_refill"],
+                   splits=delta[SPLITS])
+    assert delta["pte_mapped_atomic_alloc"] == burst, str(trace)
+    assert delta["pte_mapped_refill"] == 0 and delta["pte_mapped_fallback"] == 0, str(trace)
+    assert delta[SPLITS] == 0, str(trace)

@@ -2,23 +2,15 @@
 
 import pytest
 
-from harness.ptecache import SPLITS, ptm
+from harness.ptecache import ptm
 
-from .checks import N, all_succeeded
+from .checks import N, check_atomic_served
 
 pytestmark = pytest.mark.kernel
 
 
 def test_atomic_served_from_cache(guest, figures):
-    burst = 1000
-    trace = ptm(guest, f"alloc {N} free all state alloc_atomic {burst} state")
-    all_succeeded(trace)
-    delta = trace.states[1] - trace.states[0]
-    figures.update(atomic_served=delta["pte_mapped_atomic_alloc"], refills=delta["pte_mapped_refill"],
-                   splits=delta[SPLITS])
-    assert delta["pte_mapped_atomic_alloc"] == burst, str(trace)
-    assert delta["pte_mapped_refill"] == 0 and delta["pte_mapped_fallback"] == 0, str(trace)
-    assert delta[SPLITS] == 0, str(trace)
+    check_atomic_served(guest, figures)
 
 
 def test_atomic_on_empty_cache_fails_cleanly(guest, figures):

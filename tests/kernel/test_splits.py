@@ -4,7 +4,7 @@ import pytest
 
 from harness.ptecache import KB_PER_PMD, SPLITS
 
-from .checks import N, check_grouping, check_reuse, grouping_trace, splits_of
+from .checks import check_baseline, check_grouping, check_reuse, grouping_trace
 
 pytestmark = pytest.mark.kernel
 
@@ -14,12 +14,7 @@ def test_grouping(guest, figures):
 
 
 def test_baseline_splits_many_more(boot, figures):
-    with_cache = splits_of(grouping_trace(boot()))
-    without = splits_of(grouping_trace(boot("pte_mapped_cache=off")))
-    figures.update(splits_with_cache=with_cache, splits_without_cache=without)
-    assert with_cache * 8 <= without, (
-        f"{N} allocations: {with_cache} splits with the cache, {without} without; "
-        f"expected at most 1/8")
+    check_baseline(boot, figures)
 
 
 def test_reuse_causes_no_split(guest, figures):

@@ -1,5 +1,3 @@
-import pytest
-
 from harness import build, source
 from harness.cache import write_json_atomic
 

@@ -1,7 +1,5 @@
 """Exit statuses and messages of bad input that fails before any kernel is built."""
 
-import pytest
-
 from harness import cli
 from tests.unit.test_patches import BAD, write_series
 
