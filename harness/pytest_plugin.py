@@ -21,13 +21,14 @@ import pytest
 
 from . import crash, pipeline
 from .cache import write_json_atomic
-from .errors import BootError, HarnessError
+from .errors import BootError, HarnessError, KernelCrash
 from .options import Options
 from .session import Session
 
 SESSIONS = pytest.StashKey[list[Session]]()
 FIGURES = pytest.StashKey[dict[str, object]]()
 PREPARED = pytest.StashKey[pipeline.Prepared]()
+BOOT_FAILURES = pytest.StashKey[dict[str, HarnessError]]()  # kernel arguments -> why
 ENV = {"kernel_tree": "PTE_HARNESS_TREE", "series": "PTE_HARNESS_SERIES",
        "kconfig": "PTE_HARNESS_KCONFIG", "accel": "PTE_HARNESS_ACCEL",
        "guest_mem": "PTE_HARNESS_GUEST_MEM", "results": "PTE_HARNESS_RESULTS"}
@@ -104,7 +105,7 @@ def boot(request: pytest.FixtureRequest, kernel: pipeline.Prepared, harness_opti
          results_dir: Path) -> Iterator[Callable[..., Session]]:
     """Factory: ``boot(append="...")`` boots a fresh guest for this test."""
     sessions = request.node.stash.setdefault(SESSIONS, [])
-    failures: dict[str, BootError] = request.config.stash.setdefault(_BOOT_FAILURES, {})
+    failures = request.config.stash.setdefault(BOOT_FAILURES, {})
     test_dir = results_dir / _safe(request.node.nodeid)
 
     def start(append: str = "") -> Session:
@@ -115,7 +116,7 @@ def boot(request: pytest.FixtureRequest, kernel: pipeline.Prepared, harness_opti
         run_dir.mkdir(parents=True, exist_ok=True)
         try:
             session = pipeline.boot(kernel, harness_options, run_dir, append)
-        except BootError as exc:
+        except (BootError, KernelCrash) as exc:  # boots that fail once fail again
             failures[append] = exc
             raise
         sessions.append(session)
@@ -124,9 +125,6 @@ def boot(request: pytest.FixtureRequest, kernel: pipeline.Prepared, harness_opti
     yield start
     for session in sessions:
         session.close()
-
-
-_BOOT_FAILURES = pytest.StashKey[dict[str, BootError]]()
 
 
 @pytest.fixture
