@@ -18,7 +18,7 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("kernel")
     group.add_argument("--config", type=Path, metavar="FILE", help="YAML file with options")
     group.add_argument("--tree", help="debian:6.12 (default), DIR, git:PATH@REF, TARBALL or URL#sha256=HEX")
-    group.add_argument("--series", help="patch series: DIR, a name under patches/ (default v6.12), or none")
+    group.add_argument("--series", help="patch series: auto (default: patches/vX.Y for the tree's version), DIR, a name under patches/, or none")
     group.add_argument("--base", help="tinyconfig (default), defconfig or a config file")
     group.add_argument("--kconfig", action="append", metavar="FRAG",
                        help="fragment after kconfigs/base.config (repeatable; default: the "

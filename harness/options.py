@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from . import source
 from .errors import UsageError
 
 PROJECT_ROOT = Path(os.environ.get("PTE_HARNESS_ROOT") or Path(__file__).resolve().parent.parent)
@@ -16,7 +17,7 @@ KCONFIG_DIR = PROJECT_ROOT / "kconfigs"
 PATCH_DIR = PROJECT_ROOT / "patches"
 GUEST_SCRIPTS = PROJECT_ROOT / "guest-scripts"
 GUEST_SOURCES = PROJECT_ROOT / "guest-src"
-DEFAULT_SERIES = "v6.12"
+DEFAULT_SERIES = "auto"
 BASE_FRAGMENT = "base.config"
 FEATURE_FRAGMENTS = ("pte-mapped.config", "debug.config")
 
@@ -24,7 +25,7 @@ FEATURE_FRAGMENTS = ("pte-mapped.config", "debug.config")
 @dataclass(frozen=True)
 class Options:
     tree: str = "debian:6.12"
-    series: str = DEFAULT_SERIES  # a directory, a name under patches/, or "none"
+    series: str = DEFAULT_SERIES  # auto (patches/vX.Y for the tree), a directory, a name, none
     base: str = "tinyconfig"
     kconfig: tuple[str, ...] | None = None  # fragments after base.config; None: the default set
     accel: str = "auto"
@@ -39,15 +40,22 @@ class Options:
     def series_dir(self) -> Path | None:
         if self.series == "none":
             return None
+        if self.series == "auto":
+            release = source.release(source.parse_spec(self.tree))
+            named = PATCH_DIR / f"v{release}"
+            if not (named / "series").is_file():
+                raise UsageError(f"no patch series for Linux {release} ({self.tree}): "
+                                 f"{named} does not exist; series there: {_known_series()}; "
+                                 "pass --series DIR or --series none")
+            return named
         path = Path(self.series).expanduser()
         if path.is_dir():
             return path.resolve()
         named = PATCH_DIR / self.series
         if named.is_dir():
             return named
-        known = sorted(p.name for p in PATCH_DIR.iterdir() if p.is_dir()) if PATCH_DIR.is_dir() else []
         raise UsageError(f"patch series {self.series!r} not found (neither a directory nor "
-                         f"{named}); series in {PATCH_DIR}: {', '.join(known) or 'none'}")
+                         f"{named}); series in {PATCH_DIR}: {_known_series()}")
 
     def default_fragments(self) -> tuple[str, ...]:
         """Fragments after base.config when none are given: the feature's, with a series."""
@@ -56,6 +64,11 @@ class Options:
     def fragment_paths(self) -> tuple[Path, ...]:
         extra = self.default_fragments() if self.kconfig is None else self.kconfig
         return tuple(resolve_fragment(name) for name in (BASE_FRAGMENT, *extra))
+
+
+def _known_series() -> str:
+    known = sorted(p.parent.name for p in PATCH_DIR.glob("*/series"))
+    return ", ".join(known) or "none"
 
 
 def resolve_fragment(name: str) -> Path:

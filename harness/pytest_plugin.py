@@ -37,7 +37,7 @@ ENV = {"kernel_tree": "PTE_HARNESS_TREE", "series": "PTE_HARNESS_SERIES",
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("pte-harness", "kernel under test (environment fallbacks in brackets)")
     group.addoption("--kernel-tree", help=f"tree spec, default debian:6.12 [{ENV['kernel_tree']}]")
-    group.addoption("--series", help=f"patch series dir/name or none, default v6.12 [{ENV['series']}]")
+    group.addoption("--series", help=f"patch series: auto (default), DIR, NAME or none [{ENV['series']}]")
     group.addoption("--kconfig", action="append",
                     help=f"extra fragment (repeatable) [{ENV['kconfig']}, space-separated]")
     group.addoption("--accel", choices=["auto", "kvm", "tcg"], help=f"default auto [{ENV['accel']}]")
@@ -181,7 +181,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     results = Path(_option(session.config, "results") or "results").resolve()
     options = options_from_config(session.config)
     summary = {
-        "kernel": {"tree": options.tree, "series": options.series, "version": prepared.build.version,
+        "kernel": {"tree": options.tree, "series": str(options.series_dir() or "none"), "version": prepared.build.version,
                    "fragments": [str(p) for p in options.fragment_paths()],
                    "build_key": prepared.build.key, "image": str(prepared.build.image),
                    "config": str(results / "kernel.config")},

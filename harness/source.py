@@ -83,13 +83,33 @@ def kernel_version(tree: Path) -> str:
         head = (tree / "Makefile").read_text(errors="replace")[:2000]
     except OSError as exc:
         raise TreeError(f"{tree} is not a kernel tree: no top-level Makefile") from exc
+    return makefile_version(head, f"{tree}/Makefile")
+
+
+def makefile_version(head: str, where: str) -> str:
     fields = dict(re.findall(r"^(VERSION|PATCHLEVEL|SUBLEVEL)\s*=\s*(\d*)", head, re.M))
     if "VERSION" not in fields or "PATCHLEVEL" not in fields:
-        raise TreeError(f"{tree}/Makefile has no VERSION/PATCHLEVEL: not a kernel tree")
+        raise TreeError(f"{where} has no VERSION/PATCHLEVEL: not a kernel tree")
     parts = [fields["VERSION"], fields["PATCHLEVEL"]]
     if fields.get("SUBLEVEL"):
         parts.append(fields["SUBLEVEL"])
     return ".".join(parts)
+
+
+def release(spec: TreeSpec) -> str:
+    """MAJOR.MINOR of the tree (e.g. "6.12"), read as cheaply as the spec allows."""
+    if spec.kind == "debian":
+        return spec.location
+    if spec.kind == "dir":
+        version = kernel_version(_directory(spec))
+    elif spec.kind == "git":
+        repo = _git_repo(spec)
+        commit = _commit(repo, spec.ref)
+        version = makefile_version(_git(repo, "show", f"{commit}:Makefile")[:2000],
+                                   f"Makefile of {spec}")
+    else:
+        version = resolve(spec).version
+    return ".".join(version.split(".")[:2])
 
 
 def identify(spec: TreeSpec) -> str:

@@ -44,3 +44,25 @@ def test_unknown_fragment_and_series():
         options.Options(kconfig=("nope",)).fragment_paths()
     with pytest.raises(UsageError, match="patch series 'v0.1' not found"):
         options.Options(series="v0.1").series_dir()
+
+
+def test_series_auto_follows_tree_version(fake_tree, tmp_path):
+    assert options.Options(tree=str(fake_tree)).series_dir() == options.PATCH_DIR / "v6.12"
+    assert options.Options(tree="debian:6.12").series_dir() == options.PATCH_DIR / "v6.12"
+    (fake_tree / "Makefile").write_text("VERSION = 5\nPATCHLEVEL = 4\nSUBLEVEL = 0\n")
+    with pytest.raises(UsageError, match=r"no patch series for Linux 5.4 .*series there: .*v6.12"):
+        options.Options(tree=str(fake_tree)).series_dir()
+
+
+def test_release_of_git_tree_reads_makefile_at_ref(fake_tree):
+    import subprocess
+    from harness import source
+    run = lambda *a: subprocess.run(["git", "-C", str(fake_tree), "-c", "user.name=t",  # noqa: E731
+                                     "-c", "user.email=t@t", *a], check=True, capture_output=True)
+    run("init", "-q")
+    run("add", "-A")
+    run("commit", "-qm", "one")
+    (fake_tree / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 1\n")
+    run("commit", "-qam", "two")
+    assert source.release(source.parse_spec(f"git:{fake_tree}@HEAD~1")) == "6.12"
+    assert source.release(source.parse_spec(f"git:{fake_tree}@HEAD")) == "6.1"
