@@ -18,7 +18,8 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("kernel")
     group.add_argument("--config", type=Path, metavar="FILE", help="YAML file with options")
     group.add_argument("--tree", help="debian:6.12 (default), DIR, git:PATH@REF, TARBALL or URL#sha256=HEX")
-    group.add_argument("--series", help="patch series: auto (default: patches/vX.Y for the tree's version), DIR, a name under patches/, or none")
+    group.add_argument("--series", help="patch series: auto (default: patches/vX.Y for the "
+                                        "tree's version), DIR, a name under patches/, or none")
     group.add_argument("--base", help="tinyconfig (default), defconfig or a config file")
     group.add_argument("--kconfig", action="append", metavar="FRAG",
                        help="fragment after kconfigs/base.config (repeatable; default: the "
@@ -94,7 +95,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import report
-    return report.main(options_from(args), args.results, args.keyword)
+    return report.main(options_from(args), args.results, args.keyword, args.bisect_exit)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -132,6 +133,9 @@ def parser() -> argparse.ArgumentParser:
     group.add_argument("--memory", help="guest memory (default 1G)")
     group.add_argument("-k", dest="keyword", metavar="EXPR", help="select tests (pytest -k)")
     group.add_argument("--results", type=Path, help="results directory (default results/<time>)")
+    group.add_argument("--bisect-exit", action="store_true",
+                       help="exit for git bisect run: 0 pass, 1 test failed, 125 could not "
+                            "judge (patch/config/build/boot), 200 misuse")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("bench", help="cold/cached build and boot-to-first-command times")
     add_build_options(p)

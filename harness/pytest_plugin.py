@@ -170,24 +170,24 @@ def _first_error_line(text: str) -> str:
         if line.startswith("E "):
             return line[1:].strip()[:300]
     lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
+    return lines[0][:300] if lines else ""
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Write results/summary.json when kernel tests ran."""
     prepared = session.config.stash.get(PREPARED, None)
-    if prepared is None:
+    if prepared is None and not _OUTCOMES:
         return
     results = Path(_option(session.config, "results") or "results").resolve()
     options = options_from_config(session.config)
-    summary = {
-        "kernel": {"tree": options.tree, "series": str(options.series_dir() or "none"), "version": prepared.build.version,
-                   "fragments": [str(p) for p in options.fragment_paths()],
-                   "build_key": prepared.build.key, "image": str(prepared.build.image),
-                   "config": str(results / "kernel.config")},
-        "exit_status": int(exitstatus),
-        "tests": dict(_OUTCOMES),
-    }
+    kernel = None
+    if prepared is not None:  # None: the kernel could not be built (see the tests' errors)
+        kernel = {"tree": options.tree, "series": str(options.series_dir() or "none"),
+                  "version": prepared.build.version,
+                  "fragments": [str(p) for p in options.fragment_paths()],
+                  "build_key": prepared.build.key, "image": str(prepared.build.image),
+                  "config": str(results / "kernel.config")}
+    summary = {"kernel": kernel, "exit_status": int(exitstatus), "tests": dict(_OUTCOMES)}
     write_json_atomic(results / "summary.json", summary)
 
 

@@ -29,7 +29,7 @@ def pytest_args(options: Options, results: Path, keyword: str | None) -> list[st
 
 
 def format_summary(summary: dict) -> str:
-    kernel = summary.get("kernel", {})
+    kernel = summary.get("kernel") or {}
     lines = [f"kernel {kernel.get('version', '?')} from {kernel.get('tree', '?')}, "
              f"series {kernel.get('series', '?')}"]
     counts: dict[str, int] = {}
@@ -46,7 +46,28 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(options: Options, results: Path | None, keyword: str | None) -> int:
+BISECT_GOOD, BISECT_BAD, BISECT_SKIP, BISECT_ABORT = 0, 1, 125, 200
+
+
+def bisect_status(pytest_status: int, summary: dict) -> int:
+    """Map a run to `git bisect run` statuses: 0 good, 1 bad (a test failed: the kernel is
+    wrong), 125 skip (could not judge: patch, config, build or boot), 200 abort (misuse)."""
+    if pytest_status in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR,
+                         pytest.ExitCode.NO_TESTS_COLLECTED, pytest.ExitCode.INTERRUPTED):
+        return BISECT_ABORT
+    tests = summary.get("tests", {})
+    outcomes = [entry["outcome"] for entry in tests.values()]
+    crashed = any(entry["outcome"] == "error" and "kernel crashed" in entry.get("message", "")
+                  for entry in tests.values())
+    if "failed" in outcomes or crashed:
+        return BISECT_BAD
+    if "error" in outcomes or not summary.get("kernel"):
+        return BISECT_SKIP
+    return BISECT_GOOD if pytest_status == pytest.ExitCode.OK else BISECT_ABORT
+
+
+def main(options: Options, results: Path | None, keyword: str | None,
+         bisect_exit: bool = False) -> int:
     results = (results or Path("results") / time.strftime("%Y%m%d-%H%M%S")).resolve()
     results.mkdir(parents=True, exist_ok=True)
     args = pytest_args(options, results, keyword)
@@ -57,4 +78,8 @@ def main(options: Options, results: Path | None, keyword: str | None) -> int:
     print("\n" + format_summary(summary))
     print(f"results: {results} (junit.xml, summary.json, kernel.config, per-test console logs)")
     sys.stdout.flush()
+    if bisect_exit:
+        verdict = bisect_status(status, summary)
+        print(f"bisect verdict: {verdict} (0 good, 1 bad, 125 skip, 200 abort)")
+        return verdict
     return status

@@ -1,5 +1,7 @@
 """The pytest plugin's own logic, without a kernel: options, broken builds, the summary."""
 
+import pytest
+
 from harness import report
 
 
@@ -63,3 +65,17 @@ def test_format_summary():
     assert "PASSED  test_a  (1.5s)" in text and "splits = 5" in text
     assert "FAILED  test_b" in text and "-> AssertionError: 9 > 5" in text
     assert text.endswith("1 failed, 1 passed")
+
+
+@pytest.mark.parametrize("status, tests, kernel, verdict", [
+    (0, {"a": {"outcome": "passed"}}, True, 0),
+    (1, {"a": {"outcome": "passed"}, "b": {"outcome": "failed"}}, True, 1),
+    (1, {"a": {"outcome": "error", "message": "kernel could not be prepared (patch error"}}, False, 125),
+    (1, {"a": {"outcome": "error", "message": "BootError: guest went away"}}, True, 125),
+    (1, {"a": {"outcome": "error", "message": "KernelCrash: kernel crashed while booting"}}, True, 1),
+    (5, {}, False, 200),
+    (4, {}, False, 200),
+])
+def test_bisect_status(status, tests, kernel, verdict):
+    summary = {"tests": tests, **({"kernel": {"version": "6.12"}} if kernel else {})}
+    assert report.bisect_status(status, summary) == verdict
