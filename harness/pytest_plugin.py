@@ -28,6 +28,7 @@ from .session import Session
 SESSIONS = pytest.StashKey[list[Session]]()
 FIGURES = pytest.StashKey[dict[str, object]]()
 PREPARED = pytest.StashKey[pipeline.Prepared]()
+KERNEL_USED = pytest.StashKey[bool]()
 BOOT_FAILURES = pytest.StashKey[dict[str, HarnessError]]()  # kernel arguments -> why
 ENV = {"kernel_tree": "PTE_HARNESS_TREE", "series": "PTE_HARNESS_SERIES",
        "kconfig": "PTE_HARNESS_KCONFIG", "accel": "PTE_HARNESS_ACCEL",
@@ -86,6 +87,7 @@ def results_dir(pytestconfig: pytest.Config) -> Path:
 def kernel(pytestconfig: pytest.Config, harness_options: Options,
            results_dir: Path) -> pipeline.Prepared:
     """The built (or reused) kernel and initramfs; a failure errors every dependent test."""
+    pytestconfig.stash[KERNEL_USED] = True
     try:
         prepared = pipeline.prepare(harness_options)
     except HarnessError as exc:
@@ -175,9 +177,9 @@ def _first_error_line(text: str) -> str:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Write results/summary.json when kernel tests ran."""
-    prepared = session.config.stash.get(PREPARED, None)
-    if prepared is None and not _OUTCOMES:
+    if not session.config.stash.get(KERNEL_USED, False):
         return
+    prepared = session.config.stash.get(PREPARED, None)
     results = Path(_option(session.config, "results") or "results").resolve()
     options = options_from_config(session.config)
     kernel = None
