@@ -47,6 +47,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.stash[RECORDER] = Recorder()
+    config.pluginmanager.register(config.stash[RECORDER], "pte-harness-recorder")
     config.addinivalue_line("markers", "kernel: builds and boots a real kernel (slow)")
     config.addinivalue_line("markers", "negative: runs a check against a kernel where the "
                                        "behaviour is broken and expects the check to fail")
@@ -141,30 +143,31 @@ def figures(request: pytest.FixtureRequest) -> dict[str, object]:
     return request.node.stash.setdefault(FIGURES, {})
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Remember each test's outcome and figures for the JSON summary."""
-    entry = _OUTCOMES.setdefault(report.nodeid, {"outcome": "passed", "seconds": 0.0})
-    entry["seconds"] = round(entry["seconds"] + report.duration, 2)
-    if report.failed:
-        entry["outcome"] = "failed" if report.when == "call" else "error"
-        text = str(report.longrepr) if report.longrepr else ""
-        entry["message"] = _first_error_line(text)
-    elif report.skipped and entry["outcome"] == "passed":
-        entry["outcome"] = "skipped"
-    props = dict(report.user_properties)
-    figures = {k: json.loads(v) for k, v in props.items() if not k.startswith("console")}
-    if figures:
-        entry.setdefault("figures", {}).update(figures)
-    consoles = [v for k, v in props.items() if k.startswith("console")]
-    if consoles:
-        entry["consoles"] = consoles
+class Recorder:
+    """Each test's outcome, seconds, figures and consoles for the JSON summary (per run)."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, dict] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        entry = self.outcomes.setdefault(report.nodeid, {"outcome": "passed", "seconds": 0.0})
+        entry["seconds"] = round(entry["seconds"] + report.duration, 2)
+        if report.failed:
+            entry["outcome"] = "failed" if report.when == "call" else "error"
+            text = str(report.longrepr) if report.longrepr else ""
+            entry["message"] = _first_error_line(text)
+        elif report.skipped and entry["outcome"] == "passed":
+            entry["outcome"] = "skipped"
+        props = dict(report.user_properties)
+        figures = {k: json.loads(v) for k, v in props.items() if not k.startswith("console")}
+        if figures:
+            entry.setdefault("figures", {}).update(figures)
+        consoles = [v for k, v in props.items() if k.startswith("console")]
+        if consoles:
+            entry["consoles"] = consoles
 
 
-_OUTCOMES: dict[str, dict] = {}  # nodeid -> outcome, seconds, figures, consoles
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    _OUTCOMES.clear()
+RECORDER = pytest.StashKey[Recorder]()
 
 
 def _first_error_line(text: str) -> str:
@@ -189,7 +192,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                   "fragments": [str(p) for p in options.fragment_paths()],
                   "build_key": prepared.build.key, "image": str(prepared.build.image),
                   "config": str(results / "kernel.config")}
-    summary = {"kernel": kernel, "exit_status": int(exitstatus), "tests": dict(_OUTCOMES)}
+    summary = {"kernel": kernel, "exit_status": int(exitstatus), "tests": session.config.stash[RECORDER].outcomes}
     write_json_atomic(results / "summary.json", summary)
 
 
