@@ -67,13 +67,17 @@ def cmd_exec(args: argparse.Namespace) -> int:
     prepared = pipeline.prepare(options, tuple(args.program))
     run_dir = args.run_dir or pipeline.new_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
-    with pipeline.boot(prepared, options, run_dir) as session:
-        if args.print_qemu:
-            say(f"QEMU command line: {session.config.shell_command()}")
-        result = session.run(shlex.join(command), timeout=options.timeout)
-        sys.stdout.write(result.output)
-        sys.stdout.flush()
-        session.check()
+    try:
+        with pipeline.boot(prepared, options, run_dir) as session:
+            if args.print_qemu:
+                say(f"QEMU command line: {session.config.shell_command()}")
+            result = session.run(shlex.join(command), timeout=options.timeout)
+            sys.stdout.write(result.output)
+            sys.stdout.flush()
+            session.check()
+    except HarnessError as exc:
+        exc.detail = f"{exc.detail.rstrip()}\nlogs of this run: {run_dir}".lstrip()
+        raise
     return result.status
 
 
