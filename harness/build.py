@@ -37,6 +37,7 @@ class BuildRequest:
     base: str = "tinyconfig"
     fragments: tuple[Path, ...] = ()
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    build_dir: Path | None = None  # fixed, reused directory (incremental builds, bisect)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def build(request: BuildRequest) -> BuildResult:
     fragments = [kconfig.load_fragment(p) for p in request.fragments]
     tree_identity = source.identify(request.tree)
     key = build_key(request, tree_identity, series, fragments)
-    build_dir = subdir("builds") / key[:24]
+    build_dir = request.build_dir or subdir("builds") / key[:24]
     stamp_path = build_dir / "harness-build.json"
     stamp = read_json(stamp_path)
     if stamp and stamp.get("key") == key and (build_dir / IMAGE).is_file():

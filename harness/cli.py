@@ -25,6 +25,8 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
                        help="fragment after kconfigs/base.config (repeatable; default: the "
                             "feature fragments when a series is applied)")
     group.add_argument("--jobs", type=int, help="make -j (default: number of CPUs)")
+    group.add_argument("--build-dir", help="build in this directory, incrementally (default: "
+                                           "one cached directory per build key)")
 
 
 def add_boot_options(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +46,7 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace) -> Options:
     overrides = {name: getattr(args, name, None) for name in (
-        "tree", "series", "base", "jobs", "accel", "memory", "cpus", "cpu", "append",
+        "tree", "series", "base", "jobs", "build_dir", "accel", "memory", "cpus", "cpu", "append",
         "boot_timeout", "timeout")}
     if getattr(args, "kconfig", None) is not None:
         overrides["kconfig"] = tuple(args.kconfig)
@@ -102,6 +104,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return report.main(options_from(args), args.results, args.keyword, args.bisect_exit)
 
 
+def cmd_bisect(args: argparse.Namespace) -> int:
+    from . import bisect
+    run_args = ["--series", args.series or "auto", "--accel", args.accel or "auto"]
+    for fragment in args.kconfig or ():
+        run_args += ["--kconfig", fragment]
+    if args.keyword:
+        run_args += ["-k", args.keyword]
+    return bisect.main(args.tree, args.good, args.bad, run_args, args.results, args.retries)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor.main()
 
@@ -141,6 +153,18 @@ def parser() -> argparse.ArgumentParser:
                        help="exit for git bisect run: 0 pass, 1 test failed, 125 could not "
                             "judge (patch/config/build/boot), 200 misuse")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("bisect", help="git bisect a kernel repository with the kernel suite")
+    p.add_argument("--tree", required=True, help="git:PATH of the kernel repository")
+    p.add_argument("--good", required=True, help="a good revision")
+    p.add_argument("--bad", required=True, help="a bad revision")
+    p.add_argument("--series", help="series to apply at each step (default auto; none for a "
+                                    "tree that carries it)")
+    p.add_argument("--kconfig", action="append", metavar="FRAG", help="extra fragment")
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"])
+    p.add_argument("-k", dest="keyword", metavar="EXPR", help="tests that judge a step")
+    p.add_argument("--retries", type=int, default=1, help="re-runs of a failing step (default 1)")
+    p.add_argument("--results", type=Path, help="results directory (default results/bisect-<time>)")
+    p.set_defaults(func=cmd_bisect)
     p = sub.add_parser("bench", help="cold/cached build and boot-to-first-command times")
     add_build_options(p)
     add_boot_options(p)

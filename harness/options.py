@@ -36,6 +36,7 @@ class Options:
     boot_timeout: float = 60.0
     timeout: float = 600.0
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    build_dir: str | None = None  # None: one directory per build key in the cache
 
     def series_dir(self) -> Path | None:
         if self.series == "none":
@@ -82,7 +83,7 @@ def resolve_fragment(name: str) -> Path:
 _TYPES: dict[str, tuple[type, ...]] = {
     "tree": (str,), "series": (str,), "base": (str,), "kconfig": (list,), "accel": (str,),
     "memory": (str,), "cpus": (int,), "cpu": (str,), "append": (str,),
-    "boot_timeout": (int, float), "timeout": (int, float), "jobs": (int,),
+    "boot_timeout": (int, float), "timeout": (int, float), "jobs": (int,), "build_dir": (str,),
 }
 
 

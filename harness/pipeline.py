@@ -22,7 +22,8 @@ class Prepared:
 def build_request(options: Options) -> build.BuildRequest:
     return build.BuildRequest(tree=source.parse_spec(options.tree), series=options.series_dir(),
                               base=options.base, fragments=options.fragment_paths(),
-                              jobs=options.jobs)
+                              jobs=options.jobs,
+                              build_dir=Path(options.build_dir).resolve() if options.build_dir else None)
 
 
 def prepare(options: Options, programs: tuple[Path, ...] = ()) -> Prepared:

@@ -32,7 +32,8 @@ KERNEL_USED = pytest.StashKey[bool]()
 BOOT_FAILURES = pytest.StashKey[dict[str, HarnessError]]()  # kernel arguments -> why
 ENV = {"kernel_tree": "PTE_HARNESS_TREE", "series": "PTE_HARNESS_SERIES",
        "kconfig": "PTE_HARNESS_KCONFIG", "accel": "PTE_HARNESS_ACCEL",
-       "guest_mem": "PTE_HARNESS_GUEST_MEM", "results": "PTE_HARNESS_RESULTS"}
+       "guest_mem": "PTE_HARNESS_GUEST_MEM", "results": "PTE_HARNESS_RESULTS",
+       "build_dir": "PTE_HARNESS_BUILD_DIR"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -43,6 +44,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"extra fragment (repeatable) [{ENV['kconfig']}, space-separated]")
     group.addoption("--accel", choices=["auto", "kvm", "tcg"], help=f"default auto [{ENV['accel']}]")
     group.addoption("--guest-mem", help=f"guest memory, default 1G [{ENV['guest_mem']}]")
+    group.addoption("--build-dir", help=f"fixed, incremental build directory [{ENV['build_dir']}]")
     group.addoption("--results", help=f"results directory, default ./results [{ENV['results']}]")
 
 
@@ -66,7 +68,8 @@ def options_from_config(config: pytest.Config) -> Options:
     if kconfig is None and os.environ.get(ENV["kconfig"]):
         kconfig = os.environ[ENV["kconfig"]].split()
     values = {"tree": _option(config, "kernel_tree"), "series": _option(config, "series"),
-              "accel": _option(config, "accel"), "memory": _option(config, "guest_mem")}
+              "accel": _option(config, "accel"), "memory": _option(config, "guest_mem"),
+              "build_dir": _option(config, "build_dir")}
     options = replace(Options(), **{k: v for k, v in values.items() if v is not None})
     if kconfig:
         options = replace(options, kconfig=(*options.default_fragments(), *kconfig))

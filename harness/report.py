@@ -21,6 +21,8 @@ def pytest_args(options: Options, results: Path, keyword: str | None) -> list[st
             f"--junitxml={results / 'junit.xml'}", f"--results={results}",
             f"--kernel-tree={options.tree}", f"--series={options.series}",
             f"--accel={options.accel}", f"--guest-mem={options.memory}"]
+    if options.build_dir:
+        args.append(f"--build-dir={options.build_dir}")
     for fragment in options.kconfig or ():
         args.append(f"--kconfig={fragment}")
     if keyword:

@@ -1,0 +1,84 @@
+"""End to end: `pte-harness bisect` names the commit that broke the shrinker.
+
+The repository is the default tree with the series committed patch by patch, a harmless
+commit, a commit that does not build (and its revert), another harmless commit, the commit
+that breaks `scan` (it gives back only half of what is asked), and one more harmless commit.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import source
+from harness.options import PATCH_DIR
+
+pytestmark = pytest.mark.kernel
+SCAN_LOOP = "while (nr < sc->nr_to_scan && !list_empty(&cache.pages)) {"
+BROKEN_SCAN = "while (nr < sc->nr_to_scan / 2 && !list_empty(&cache.pages)) {"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=Bisect Test",
+                           "-c", "user.email=bisect@example.org", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def commit_edit(repo: Path, path: str, edit, message: str) -> str:
+    target = repo / path
+    target.write_text(edit(target.read_text()))
+    git(repo, "commit", "-qam", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture(scope="module")
+def kernel_repo(tmp_path_factory) -> dict[str, str | Path]:
+    tree = source.resolve(source.parse_spec("debian:6.12"))
+    repo = tmp_path_factory.mktemp("bisect") / "linux"
+    subprocess.run(["cp", "-a", str(tree.path), str(repo)], check=True)
+    git(repo, "init", "-q")
+    git(repo, "add", "-A", "--force")  # Debian's tarball ignores everything in .gitignore
+    git(repo, "commit", "-qm", "base: linux-source-6.12")
+    series = (PATCH_DIR / "v6.12" / "series").read_text().split()
+    git(repo, "am", "-q", *(str(PATCH_DIR / "v6.12" / name) for name in series))
+    commits = {"series": git(repo, "rev-parse", "HEAD")}
+    commits["harmless1"] = commit_edit(repo, "README", lambda t: t + "\nbisect test 1\n", "README: note 1")
+    commits["nobuild"] = commit_edit(repo, "mm/pte_mapped.c",
+                                     lambda t: t + "\n#error this commit does not build\n",
+                                     "mm: a commit that does not build")
+    git(repo, "revert", "--no-edit", "HEAD")
+    commits["harmless2"] = commit_edit(repo, "README", lambda t: t + "\nbisect test 2\n", "README: note 2")
+    commits["broken"] = commit_edit(repo, "mm/pte_mapped.c", lambda t: t.replace(SCAN_LOOP, BROKEN_SCAN),
+                                    "mm: pte_mapped shrinker scans half of what is asked")
+    commits["harmless3"] = commit_edit(repo, "README", lambda t: t + "\nbisect test 3\n", "README: note 3")
+    assert BROKEN_SCAN in (repo / "mm/pte_mapped.c").read_text()
+    return {"repo": repo, **commits}
+
+
+def test_bisect_names_the_breaking_commit(kernel_repo, tmp_path):
+    repo = kernel_repo["repo"]
+    head = git(repo, "rev-parse", "HEAD")
+    results = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "bisect", "--tree", f"git:{repo}",
+         "--good", kernel_repo["series"], "--bad", "HEAD", "--series", "none",
+         "--kconfig", "pte-mapped.config", "--kconfig", "debug.config",
+         "-k", "test_shrinker_scan", "--results", str(results)],
+        capture_output=True, text=True, timeout=3600)
+    print(result.stdout, result.stderr[-3000:])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"first bad commit: {kernel_repo['broken']}" in result.stdout
+    record = json.loads((results / "bisect.json").read_text())
+    assert record["finished"] and record["first_bad"] == kernel_repo["broken"]
+    verdicts = {step["commit"]: step["verdict"] for step in record["steps"]}
+    assert verdicts.get(kernel_repo["nobuild"], "skip") == "skip"  # skipped, never blamed
+    assert all(v == "bad" for c, v in verdicts.items() if c == kernel_repo["broken"])
+    assert "count_after_scan" in result.stdout  # the figure that changed is shown
+    log = (results / "bisect.log").read_text()
+    assert f"# first bad commit: [{kernel_repo['broken']}]" in log
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert git(repo, "status", "--porcelain") == ""
