@@ -95,9 +95,9 @@ def check_page_tables(session, figures: dict, nproc: int = 8, mb: int = 1024) ->
     assert returned >= tables, f"only {returned} of >= {tables} pages returned on exit\n{table}"
 
 
-def check_baseline(boot, figures, cache_args=""):
-    """Splits of the same workload with the cache (booted with ``cache_args``) and without."""
-    with_cache = splits_of(grouping_trace(boot(cache_args)))
+def check_baseline(boot, figures):
+    """Splits of the same fragmented-memory workload with the cache and without."""
+    with_cache = splits_of(grouping_trace(boot()))
     without = splits_of(grouping_trace(boot("pte_mapped_cache=off")))
     figures.update(splits_with_cache=with_cache, splits_without_cache=without)
     assert with_cache * 8 <= without, (

@@ -5,8 +5,8 @@ They show the checks can fail: a check that passes here is not measuring the cac
 
 import pytest
 
-from .checks import (check_atomic_served, check_baseline, check_fallback, check_grouping,
-                     check_page_tables, check_reuse, check_shrinker_count)
+from .checks import (check_atomic_served, check_fallback, check_grouping, check_page_tables,
+                     check_reuse, check_shrinker_count)
 
 pytestmark = [pytest.mark.kernel, pytest.mark.negative]
 OFF = "pte_mapped_cache=off"
@@ -21,8 +21,3 @@ def test_check_fails_without_cache(boot, figures, check):
         check(boot(OFF), figures)
     figures["failed_as_expected"] = str(info.value).splitlines()[0]
 
-
-def test_baseline_check_fails_without_cache(boot, figures):
-    with pytest.raises(AssertionError) as info:
-        check_baseline(boot, figures, cache_args=OFF)
-    figures["failed_as_expected"] = str(info.value).splitlines()[0]

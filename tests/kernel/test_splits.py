@@ -2,9 +2,9 @@
 
 import pytest
 
-from harness.ptecache import KB_PER_PMD, SPLITS
+from harness.ptecache import KB_PER_PMD, SPLITS, ptm
 
-from .checks import check_baseline, check_grouping, check_reuse, grouping_trace
+from .checks import N, check_baseline, check_grouping, check_reuse
 
 pytestmark = pytest.mark.kernel
 
@@ -22,7 +22,7 @@ def test_reuse_causes_no_split(guest, figures):
 
 
 def test_direct_map_accounting(guest, figures):
-    trace = grouping_trace(guest)
+    trace = ptm(guest, f"drop state alloc {N} state")
     before, after = trace.states
     delta = after - before
     total = lambda s: s["DirectMap4k"] + s["DirectMap2M"] + s["DirectMap1G"]  # noqa: E731
