@@ -1,10 +1,11 @@
-"""Readers for what the guest exposes: /proc/vmstat, /proc/meminfo, shrinker debugfs files
-and the kernel page-table dump. Parsers take text; ``take_snapshot`` reads a live guest."""
+"""Parsers for what the guest exposes: /proc/vmstat, /proc/meminfo, shrinker debugfs files
+and the kernel page-table dump (its direct-map section). The kernel tests read vmstat and
+meminfo through ``guest-scripts/ptm`` (see ptecache.py), the page-table dump through here."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PTDUMP = "/sys/kernel/debug/page_tables/kernel"
 DIRECT_MAP_SECTION = "Low Kernel Mapping"
@@ -103,41 +104,3 @@ class DirectMap:
             if run.start <= address < run.end:
                 return run.level if run.present else None
         return None
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """vmstat and meminfo read at one moment."""
-
-    vmstat: dict[str, int] = field(default_factory=dict)
-    meminfo: dict[str, int] = field(default_factory=dict)
-
-    def get(self, name: str) -> int:
-        if name in self.vmstat:
-            return self.vmstat[name]
-        if name in self.meminfo:
-            return self.meminfo[name]
-        raise KeyError(f"{name} is in neither /proc/vmstat nor /proc/meminfo")
-
-    def delta(self, before: Snapshot, names: list[str]) -> dict[str, int]:
-        return {name: self.get(name) - before.get(name) for name in names}
-
-
-def format_delta(before: Snapshot, after: Snapshot, names: list[str]) -> str:
-    """A small table 'name: before -> after (delta)' for failure messages."""
-    rows = []
-    for name in names:
-        try:
-            b, a = before.get(name), after.get(name)
-            rows.append(f"  {name}: {b} -> {a} ({a - b:+d})")
-        except KeyError:
-            rows.append(f"  {name}: missing")
-    return "\n".join(rows)
-
-
-SNAPSHOT_COMMAND = "cat /proc/vmstat; echo ===meminfo===; cat /proc/meminfo"
-
-
-def parse_snapshot(text: str) -> Snapshot:
-    vmstat, _, meminfo = text.partition("===meminfo===")
-    return Snapshot(parse_vmstat(vmstat), parse_meminfo(meminfo))
