@@ -44,7 +44,6 @@ class Guest:
         self.channel = channel
         self.context = context  # kernel-log tail for error messages
         self.broken: str | None = None
-        self.transcript: list[CommandResult] = []
 
     def wait_ready(self, timeout: float) -> float:
         """Wait for the guest init's ready line; return seconds waited."""
@@ -69,7 +68,6 @@ class Guest:
         output = (before.decode(errors="replace") if isinstance(before, bytes) else before)
         result = CommandResult(command, status, output.replace("\r", ""),
                                time.monotonic() - start)
-        self.transcript.append(result)
         return result
 
     def _expect(self, pattern: str, timeout: float, what: str) -> None:

@@ -32,7 +32,6 @@ class Session:
 
     def __init__(self, kernel: Path, initrd: Path, run_dir: Path, options: BootOptions) -> None:
         self.run_dir = run_dir
-        self.options = options
         self.verdict = vm.choose_accel(options.accel, kernel, initrd)
         if options.accel == "auto" and self.verdict not in _announced:
             _announced.add(self.verdict)
@@ -40,7 +39,6 @@ class Session:
         self.config = vm.VmConfig(kernel, initrd, run_dir, accel=self.verdict.accel,
                                   memory=options.memory, cpus=options.cpus, cpu=options.cpu,
                                   append=options.append)
-        self.started = time.monotonic()
         self.qemu = vm.start(self.config)
         channel = pexpect.fdpexpect.fdspawn(self.qemu.channel.fileno(), encoding="utf-8",
                                             codec_errors="replace")
@@ -52,7 +50,6 @@ class Session:
         except (GuestGone, GuestTimeout) as exc:
             self.close()
             raise self._explain(exc, "while booting") from None
-        self.boot_seconds = time.monotonic() - self.started
 
     def __enter__(self) -> Session:
         return self
