@@ -20,6 +20,7 @@ GUEST_SOURCES = PROJECT_ROOT / "guest-src"
 DEFAULT_SERIES = "auto"
 BASE_FRAGMENT = "base.config"
 FEATURE_FRAGMENTS = ("pte-mapped.config", "debug.config")
+FEATURE_MARKER = "config ARCH_WANTS_PTE_MAPPED_CACHE"  # in mm/Kconfig of a tree with the series
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Options:
         if self.series == "none":
             return None
         if self.series == "auto":
+            if self.tree_carries_series():
+                return None
             release = source.release(source.parse_spec(self.tree))
             named = PATCH_DIR / f"v{release}"
             if not (named / "series").is_file():
@@ -58,9 +61,20 @@ class Options:
         raise UsageError(f"patch series {self.series!r} not found (neither a directory nor "
                          f"{named}); series in {PATCH_DIR}: {_known_series()}")
 
+    def tree_carries_series(self) -> bool:
+        """Whether the tree already has the feature (a tree being bisected, say): its
+        mm/Kconfig defines the feature's Kconfig symbol. Debian's trees never do."""
+        spec = source.parse_spec(self.tree)
+        if spec.kind == "debian":
+            return False
+        return FEATURE_MARKER in (source.read_file(spec, "mm/Kconfig") or "")
+
     def default_fragments(self) -> tuple[str, ...]:
-        """Fragments after base.config when none are given: the feature's, with a series."""
-        return () if self.series == "none" else FEATURE_FRAGMENTS
+        """Fragments after base.config when none are given: the feature's, when a series
+        is applied or the tree carries it."""
+        if self.series != "none" or self.tree_carries_series():
+            return FEATURE_FRAGMENTS
+        return ()
 
     def fragment_paths(self) -> tuple[Path, ...]:
         extra = self.default_fragments() if self.kconfig is None else self.kconfig
@@ -119,8 +133,11 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 
 def merge(yaml_file: Path | None, overrides: dict[str, Any]) -> Options:
-    """Defaults, then the YAML file, then command-line values that were given (not None)."""
+    """Defaults, then the YAML file, then command-line values that were given (not None).
+    Without a tree from either, a kernel tree in the current directory is the tree."""
     values: dict[str, Any] = load_yaml(yaml_file) if yaml_file else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if "tree" not in values and source.is_kernel_tree(Path.cwd()):
+        values["tree"] = str(Path.cwd())  # typed in a kernel tree: test that tree
     known = {f.name for f in fields(Options)}
     return replace(Options(), **{k: v for k, v in values.items() if k in known})

@@ -21,7 +21,7 @@ import pytest
 
 from . import crash, pipeline
 from .cache import write_json_atomic
-from .errors import BootError, HarnessError, KernelCrash
+from .errors import BootError, HarnessError, KernelCrash, UsageError
 from .options import Options
 from .session import Session
 
@@ -95,6 +95,9 @@ def kernel(pytestconfig: pytest.Config, harness_options: Options,
     pytestconfig.stash[KERNEL_USED] = True
     try:
         prepared = pipeline.prepare(harness_options)
+    except UsageError as exc:  # the harness was misused: no commit is to blame (bisect aborts)
+        pytest.exit(f"pte-harness usage error: {exc}",
+                    returncode=pytest.ExitCode.USAGE_ERROR)
     except HarnessError as exc:
         pytest.fail(f"kernel could not be prepared ({exc.kind} error, exit {exc.status}): {exc}",
                     pytrace=False)
