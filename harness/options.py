@@ -101,14 +101,19 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """``yaml.safe_load`` of a file; unreadable or invalid YAML is a usage error naming it."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"{what} {path} cannot be read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{what} {path} is not valid YAML", str(exc)) from exc
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     """Read an options file; unknown keys and wrong types are errors naming the key."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UsageError(f"options file {path} cannot be read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise UsageError(f"options file {path} is not valid YAML", str(exc)) from exc
+    data = read_yaml(path, "options file")
     if data is None:
         return {}
     if not isinstance(data, dict):

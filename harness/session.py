@@ -32,6 +32,7 @@ class Session:
 
     def __init__(self, kernel: Path, initrd: Path, run_dir: Path, options: BootOptions) -> None:
         self.run_dir = run_dir
+        self.direct_maps: dict[str, list] = {}  # label -> DirectMap.strip(), for the report
         self.verdict = vm.choose_accel(options.accel, kernel, initrd)
         if options.accel == "auto" and self.verdict not in _announced:
             _announced.add(self.verdict)

@@ -82,3 +82,21 @@ def test_bisect_names_the_breaking_commit(kernel_repo, tmp_path):
     assert f"# first bad commit: [{kernel_repo['broken']}]" in log
     assert git(repo, "rev-parse", "HEAD") == head
     assert git(repo, "status", "--porcelain") == ""
+
+
+def test_git_bisect_run_typed_in_the_tree(kernel_repo, tmp_path):
+    """README's `git bisect run pte-harness run --bisect-exit -k ...` in a kernel checkout:
+    no --tree, --series or --kconfig; the tree carries the series, so none is applied."""
+    work = tmp_path / "linux"
+    git(kernel_repo["repo"], "worktree", "add", "-q", "--detach", str(work), "HEAD")
+    git(work, "bisect", "start", "HEAD", kernel_repo["harmless2"])
+    pte_harness = str(Path(sys.executable).with_name("pte-harness"))
+    result = subprocess.run(["git", "bisect", "run", pte_harness, "run", "--bisect-exit",
+                             "-k", "test_shrinker_scan"],
+                            cwd=work, capture_output=True, text=True, timeout=3600)
+    print(result.stdout[-6000:], result.stderr[-3000:])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{kernel_repo['broken']} is the first bad commit" in result.stdout
+    assert f"kernel tree: {work}" in result.stdout
+    assert "series none" in result.stdout  # carried by the tree, not applied again
+    assert git(work, "status", "--porcelain") == ""  # no results or build output in the checkout
