@@ -119,6 +119,11 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     return nightly.main(args.matrix, args.results, args.shard, args.compare, args.tolerance)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import nightly
+    return nightly.compare_main(args.current, args.previous, args.tolerance)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor.main()
 
@@ -184,6 +189,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, help="relative tolerance for --compare (default: "
                                                    "the matrix's compare.tolerance, else 0.2)")
     p.set_defaults(func=cmd_nightly)
+    p = sub.add_parser("compare", help="figures that moved between two nightly summaries "
+                                       "(exit 3 when any did)")
+    p.add_argument("current", type=Path, help="summary.json (or its results directory)")
+    p.add_argument("previous", type=Path, help="the earlier summary.json (or directory)")
+    p.add_argument("--tolerance", type=float, help="relative tolerance (default: the current "
+                                                   "run's matrix compare.tolerance, else 0.2)")
+    p.set_defaults(func=cmd_compare)
     p = sub.add_parser("bench", help="cold/cached build and boot-to-first-command times")
     add_build_options(p)
     add_boot_options(p)

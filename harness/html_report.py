@@ -16,7 +16,7 @@ COLOURS = {"pud": "#2b6cb0", "pmd": "#38a169", "pte": "#dd6b20"}
 LEVEL_NAMES = {"pud": "1G", "pmd": "2M", "pte": "4K"}
 UNMAPPED = "#e2e8f0"
 VERDICT_COLOURS = {"PASS": "#2f855a", "FAIL": "#c53030", "ERROR": "#b7791f", "SKIP": "#718096"}
-STRIP_WIDTH = 1024
+STRIP_WIDTH = 960
 STRIP_HEIGHT = 22
 MIB = 1 << 20
 
@@ -25,7 +25,7 @@ body { font: 14px sans-serif; margin: 1.5em; color: #1a202c; }
 table { border-collapse: collapse; margin: .5em 0 1em; }
 td, th { border: 1px solid #cbd5e0; padding: 3px 8px; text-align: left; vertical-align: top; }
 .verdict { color: #fff; font-weight: bold; padding: 1px 6px; border-radius: 3px; }
-.figures { font-family: monospace; font-size: 12px; }
+.figures { font-family: monospace; font-size: 12px; white-space: nowrap; }
 .strip { margin: 2px 0 6px; }
 .strip-label { font-family: monospace; font-size: 12px; }
 .legend span { display: inline-block; width: 14px; height: 14px; vertical-align: middle; margin: 0 4px 0 12px; }
@@ -75,13 +75,22 @@ def _totals(runs: list[list]) -> str:
                      for level, size in sorted(totals.items(), key=lambda kv: kv[0], reverse=True))
 
 
+PHASES = ("before", "during", "after")
+
+
+def _snapshot_order(item: tuple[str, list]) -> tuple[str, int, str]:
+    """Labels are "bootN[ (args)] PHASE": by boot, then before/during/after."""
+    boot, _, phase = item[0].rpartition(" ")
+    return boot, PHASES.index(phase) if phase in PHASES else len(PHASES), phase
+
+
 def maps_html(maps: dict[str, list[list]]) -> str:
     if not maps:
         return ""
     extent = max((run[1] for runs in maps.values() for run in runs), default=0)
     extent = max(2 * MIB, -(-extent // (2 * MIB)) * 2 * MIB)
     rows = []
-    for label, runs in maps.items():
+    for label, runs in sorted(maps.items(), key=_snapshot_order):
         rows.append(f'<div class="strip-label">{_e(label)} &mdash; {_e(_totals(runs))}</div>'
                     f'<div class="strip">{strip_svg(runs, extent, label)}</div>')
     return (f'<div class="maps"><div class="strip-label">direct map, 0 to {extent // MIB} MiB '
@@ -103,10 +112,12 @@ def cell_html(name: str, cell: dict, maps: dict[str, dict]) -> str:
         head += f'<p><b>could not tell:</b> <code>{_e(cell["error"])}</code></p>'
     rows = []
     for nodeid, test in cell.get("tests", {}).items():
-        rows.append(f'<tr><td>{_verdict(test["result"])}</td><td>{_e(nodeid.split("::", 1)[-1])}'
-                    f'{maps_html(maps.get(nodeid, {}))}</td><td>{_e(test.get("seconds"))}s</td>'
+        rows.append(f'<tr><td>{_verdict(test["result"])}</td><td>{_e(nodeid.split("::", 1)[-1])}</td>'
+                    f'<td>{_e(test.get("seconds"))}s</td>'
                     f'<td class="figures">{_figures(test.get("figures", {}))}</td>'
                     f'<td>{_e(test.get("message", ""))}</td></tr>')
+        if maps.get(nodeid):
+            rows.append(f'<tr><td></td><td colspan="4">{maps_html(maps[nodeid])}</td></tr>')
     table = ("<table><tr><th>result</th><th>test</th><th>time</th><th>figures</th><th>message</th></tr>"
              + "".join(rows) + "</table>") if rows else "<p>no test results</p>"
     return f"<section>{head}{table}</section>"

@@ -147,14 +147,8 @@ def main(matrix_path: Path, results: Path | None, shard: str | None,
     loaded = matrix.load(matrix_path)
     index, count = matrix.parse_shard(shard) if shard else (1, 1)
     cells = loaded.shard(index, count)
-    tolerances = loaded.tolerances
-    if tolerance is not None:
-        tolerances = matrix.Tolerances(tolerance, tolerances.min_change, tolerances.figures)
-    previous_summary = None
-    if previous is not None:
-        previous_summary = read_json(previous)
-        if previous_summary is None:
-            raise UsageError(f"--compare {previous}: no readable summary.json there")
+    tolerances = _tolerances(str(matrix_path), tolerance)
+    previous_summary = _read_summary(previous, "--compare") if previous is not None else None
     results = (results or Path("results") / time.strftime("nightly-%Y%m%d-%H%M%S")).resolve()
     results.mkdir(parents=True, exist_ok=True)
     combined = {"matrix": str(matrix_path.resolve()), "shard": f"{index}/{count}",
@@ -198,6 +192,35 @@ def main(matrix_path: Path, results: Path | None, shard: str | None,
     print(format_combined(combined))
     print(f"results: {results / 'summary.json'}, {results / 'report.html'}")
     return combined["exit_status"]
+
+
+def _tolerances(matrix_path: str | None, tolerance: float | None) -> matrix.Tolerances:
+    tolerances = matrix.Tolerances()
+    if matrix_path and Path(matrix_path).is_file():
+        tolerances = matrix.load(Path(matrix_path)).tolerances
+    if tolerance is not None:
+        tolerances = matrix.Tolerances(tolerance, tolerances.min_change, tolerances.figures)
+    return tolerances
+
+
+def _read_summary(path: Path, option: str) -> dict:
+    summary = read_json(path / "summary.json" if path.is_dir() else path)
+    if not summary or "cells" not in summary:
+        raise UsageError(f"{option} {path}: not a nightly summary.json (or a results directory "
+                         "holding one)")
+    return summary
+
+
+def compare_main(current: Path, previous: Path, tolerance: float | None) -> int:
+    """`pte-harness compare CURRENT PREVIOUS`: figures of two finished nightly runs."""
+    now, before = _read_summary(current, "compare"), _read_summary(previous, "compare")
+    tolerances = _tolerances(now.get("matrix"), tolerance)
+    moved = compare.moved_figures(now, before, tolerances)
+    print(f"{len(moved)} figure(s) moved by more than {tolerances.tolerance:.0%} "
+          f"(and more than {tolerances.min_change:g}) from {previous} to {current}")
+    for item in moved:
+        print(f"  {item}")
+    return EXIT_MOVED if moved else EXIT_PASS
 
 
 def _write(results: Path, combined: dict) -> None:

@@ -93,14 +93,18 @@ def kernel(pytestconfig: pytest.Config, harness_options: Options,
            results_dir: Path) -> pipeline.Prepared:
     """The built (or reused) kernel and initramfs; a failure errors every dependent test."""
     pytestconfig.stash[KERNEL_USED] = True
+    problem: HarnessError | None = None
     try:
         prepared = pipeline.prepare(harness_options)
-    except UsageError as exc:  # the harness was misused: no commit is to blame (bisect aborts)
-        pytest.exit(f"pte-harness usage error: {exc}",
-                    returncode=pytest.ExitCode.USAGE_ERROR)
     except HarnessError as exc:
-        pytest.fail(f"kernel could not be prepared ({exc.kind} error, exit {exc.status}): {exc}",
-                    pytrace=False)
+        problem = exc
+    # Raised outside the except clause: the report then starts with our message, not with
+    # the harness error's traceback ("During handling of the above exception...").
+    if isinstance(problem, UsageError):  # the harness was misused: no commit is to blame
+        pytest.exit(f"pte-harness usage error: {problem}", returncode=pytest.ExitCode.USAGE_ERROR)
+    if problem is not None:
+        pytest.fail(f"kernel could not be prepared ({problem.kind} error, exit {problem.status}): "
+                    f"{problem}", pytrace=False)
     shutil.copyfile(prepared.build.config, results_dir / "kernel.config")
     pytestconfig.stash[KERNEL_INFO] = {
         "tree": harness_options.tree, "series": str(harness_options.series_dir() or "none"),

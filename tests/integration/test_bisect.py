@@ -14,18 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import source
 from harness.options import PATCH_DIR
+
+from .conftest import git
 
 pytestmark = pytest.mark.kernel
 SCAN_LOOP = "while (nr < sc->nr_to_scan && !list_empty(&cache.pages)) {"
 BROKEN_SCAN = "while (nr < sc->nr_to_scan / 2 && !list_empty(&cache.pages)) {"
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=Bisect Test",
-                           "-c", "user.email=bisect@example.org", *args],
-                          check=True, capture_output=True, text=True).stdout.strip()
 
 
 def commit_edit(repo: Path, path: str, edit, message: str) -> str:
@@ -36,13 +31,8 @@ def commit_edit(repo: Path, path: str, edit, message: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def kernel_repo(tmp_path_factory) -> dict[str, str | Path]:
-    tree = source.resolve(source.parse_spec("debian:6.12"))
-    repo = tmp_path_factory.mktemp("bisect") / "linux"
-    subprocess.run(["cp", "-a", str(tree.path), str(repo)], check=True)
-    git(repo, "init", "-q")
-    git(repo, "add", "-A", "--force")  # Debian's tarball ignores everything in .gitignore
-    git(repo, "commit", "-qm", "base: linux-source-6.12")
+def kernel_repo(default_tree_repo) -> dict[str, str | Path]:
+    repo = default_tree_repo["repo"]
     series = (PATCH_DIR / "v6.12" / "series").read_text().split()
     git(repo, "am", "-q", *(str(PATCH_DIR / "v6.12" / name) for name in series))
     commits = {"series": git(repo, "rev-parse", "HEAD")}

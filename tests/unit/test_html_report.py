@@ -33,7 +33,7 @@ def combined(tmp_path):
 def test_strip_geometry():
     svg = html_report.strip_svg([[0, 2 * MIB, "pte"], [2 * MIB, 4 * MIB, "pmd"]], 4 * MIB, "x")
     assert svg.count('class="run"') == 2
-    assert 'x="512.00" y="0" width="512.00"' in svg and html_report.COLOURS["pmd"] in svg
+    assert 'x="480.00" y="0" width="480.00"' in svg and html_report.COLOURS["pmd"] in svg
 
 
 def test_report_renders_in_chromium_with_pictures_and_no_console_errors(tmp_path):

@@ -170,3 +170,16 @@ def test_cell_timeout_kills_the_process_group(tmp_path, monkeypatch):
     assert not marker.exists()  # the grandchild died with the group
     entry = nightly.collect(cell, tmp_path / "slow", status, timed_out, 1.0)
     assert entry["verdict"] == "ERROR" and "timed out after 1s" in entry["error"]
+
+
+def test_compare_command(tmp_path, capsys):
+    from harness import cli
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "summary.json").write_text(json.dumps(summary_with({"splits": 5})))
+    (tmp_path / "new.json").write_text(json.dumps(summary_with({"splits": 9})))
+    assert cli.main(["compare", str(tmp_path / "new.json"), str(tmp_path / "old")]) == nightly.EXIT_MOVED
+    assert "splits 5 -> 9 (+80%)" in capsys.readouterr().out
+    assert cli.main(["compare", str(tmp_path / "new.json"), str(tmp_path / "old"),
+                     "--tolerance", "1.0"]) == nightly.EXIT_PASS
+    assert cli.main(["compare", str(tmp_path / "new.json"), str(tmp_path / "nope")]) == 240
+    assert "not a nightly summary.json" in capsys.readouterr().err

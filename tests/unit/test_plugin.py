@@ -94,3 +94,17 @@ def test_usage_error_while_preparing_stops_the_session(pytester, cache, fake_tre
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "is not clean" in result.stdout.str()
     assert report.bisect_status(result.ret, {}) == report.BISECT_ABORT
+
+
+def test_summary_message_is_the_preparation_error(pytester, cache, tmp_path):
+    pytester.makepyfile(test_m="""
+        def test_a(kernel):
+            pass
+    """)
+    results = tmp_path / "results"
+    pytester.runpytest_inprocess(f"--kernel-tree={tmp_path / 'missing'}", "--series=none",
+                                 f"--results={results}")
+    import json
+    entry = json.loads((results / "summary.json").read_text())["tests"]["test_m.py::test_a"]
+    assert entry["outcome"] == "error"
+    assert entry["message"].startswith("kernel could not be prepared (tree error, exit 241): ")
