@@ -123,6 +123,20 @@ def cell_html(name: str, cell: dict, maps: dict[str, dict]) -> str:
     return f"<section>{head}{table}</section>"
 
 
+def _compare_html(combined: dict) -> str:
+    if "compare" not in combined:
+        return ""
+    compared = combined["compare"]
+    head = f'<h2>Figures moved since {_e(compared["previous"])}</h2>'
+    if not compared["moved"]:
+        return f'{head}<p>none beyond {compared["tolerance"]:.0%}</p>'
+    rows = "".join(f'<tr><td>{_e(m["cell"])}</td><td>{_e(m["test"].split("::", 1)[-1])}</td>'
+                   f'<td>{_e(m["figure"])}</td><td>{_e(m["before"])}</td><td>{_e(m["after"])}</td>'
+                   f'<td>{_e(m["change"])}</td></tr>' for m in compared["moved"])
+    return (f'{head}<table><tr><th>cell</th><th>test</th><th>figure</th><th>before</th>'
+            f'<th>after</th><th>change</th></tr>{rows}</table>')
+
+
 def render(combined: dict, maps_by_cell: dict[str, dict[str, dict]]) -> str:
     cells = combined.get("cells", {})
     unfinished = [name for name, cell in cells.items() if cell.get("status") != "done"]
@@ -134,17 +148,6 @@ def render(combined: dict, maps_by_cell: dict[str, dict[str, dict]]) -> str:
         f'<td>{_e(", ".join(f"{n} {k}" for k, n in sorted(cell.get("counts", {}).items())))}</td>'
         f'<td>{_e(cell.get("seconds", ""))}</td><td>{_e(cell.get("error") or "")}</td></tr>'
         for name, cell in cells.items())
-    moved = combined.get("compare", {}).get("moved", [])
-    compare_html = ""
-    if "compare" in combined:
-        compare_html = (f'<h2>Figures moved since {_e(combined["compare"]["previous"])}</h2>'
-                        + ("<table><tr><th>cell</th><th>test</th><th>figure</th><th>before</th>"
-                           "<th>after</th><th>change</th></tr>" + "".join(
-                               f'<tr><td>{_e(m["cell"])}</td><td>{_e(m["test"].split("::", 1)[-1])}</td>'
-                               f'<td>{_e(m["figure"])}</td><td>{_e(m["before"])}</td>'
-                               f'<td>{_e(m["after"])}</td><td>{_e(m["change"])}</td></tr>'
-                               for m in moved) + "</table>" if moved else
-                           f'<p>none beyond {combined["compare"]["tolerance"]:.0%}</p>'))
     legend = "".join(f'<span style="background:{colour}"></span>{LEVEL_NAMES[level]} ({level})'
                      for level, colour in COLOURS.items())
     legend += f'<span style="background:{UNMAPPED}"></span>not mapped'
@@ -156,7 +159,7 @@ def render(combined: dict, maps_by_cell: dict[str, dict[str, dict]]) -> str:
             f'shard {_e(combined.get("shard"))}, started {_e(combined.get("started"))}, '
             f'updated {_e(combined.get("updated"))}: {_e(state)}</p>'
             f'<table><tr><th>verdict</th><th>cell</th><th>tree</th><th>tests</th><th>seconds</th>'
-            f'<th>could not tell</th></tr>{overview}</table>{compare_html}'
+            f'<th>could not tell</th></tr>{overview}</table>{_compare_html(combined)}'
             f'<p class="legend">direct map levels:{legend}</p>{sections}</body></html>\n')
 
 

@@ -45,3 +45,13 @@ def test_report_renders_in_chromium_with_pictures_and_no_console_errors(tmp_path
     loaded = browser.load(page)
     assert loaded.console == []
     assert loaded.attribute("data-pictures-drawn") == "2"
+
+
+def test_moved_figures_are_listed(tmp_path):
+    data = combined(tmp_path)
+    data["compare"] = {"previous": "old/summary.json", "tolerance": 0.2, "moved": [
+        {"cell": "v6.12", "test": "t.py::test_grouping", "figure": "splits", "before": 5,
+         "after": 9, "change": "+80%"}]}
+    page = html_report.render(data, {})
+    assert "Figures moved since old/summary.json" in page
+    assert "<td>splits</td><td>5</td><td>9</td><td>+80%</td>" in page
