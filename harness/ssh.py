@@ -5,6 +5,12 @@ no agent, no key files. ``connect`` retries under one deadline while the guest b
 accepts on the forward port at once and drops the connection while nothing listens in the
 guest). Each command runs as ``( CMD ) </dev/null`` in the guest's PATH, from /, with stdout
 and stderr in one stream, like the serial shell.
+
+The command's output is kept in a guest file until it ends and only then sent: while a
+command runs nothing crosses the network, so neither sshd nor the network stack allocates
+or frees pages in the guest between two readings a test takes (streamed output woke dropbear
+and the virtio-net queues mid-command, and a page freed there made the shrinker count and
+the cache counter differ by one).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ ATTEMPT_TIMEOUT = 5.0  # one connection attempt once the banner comes (key excha
 PROBE_TIMEOUT = 0.5  # for the first bytes of the banner (see probe)
 FAST_PROBES = 20  # probes before PROBE_TIMEOUT grows (a guest too slow for it)
 RETRY_PAUSE = 0.05
-KEEPALIVE = 5  # seconds between keepalives on an idle connection
+KEEPALIVE = 15  # seconds between keepalives on an idle connection (each wakes the guest)
 CHUNK = 1 << 16
 NO_STATUS = 255  # a command whose shell was killed has no exit status (like OpenSSH's ssh)
 
@@ -84,9 +90,15 @@ def probe(port: int, timeout: float) -> tuple[socket.socket | None, str]:
     return None, why
 
 
+OUTPUT = "/tmp/.pte-harness-out.$$"  # the guest file holding a command's output
+
+
 def wrap(command: str) -> str:
-    """What the guest's shell runs for ``command``: same PATH, cwd and stdin as serial."""
-    return f"export PATH={GUEST_PATH}; cd /; ( {command}\n) </dev/null 2>&1"
+    """What the guest's shell runs for ``command``: same PATH, cwd and stdin as serial;
+    the output sent when the command has ended, then its status."""
+    return (f"export PATH={GUEST_PATH}; cd /; _pteh_out={OUTPUT}; "
+            f"( {command}\n) </dev/null >$_pteh_out 2>&1; _pteh_status=$?; "
+            f"cat $_pteh_out; rm -f $_pteh_out; exit $_pteh_status")
 
 
 class SshGuest:

@@ -33,6 +33,7 @@ class FakeSshd(paramiko.ServerInterface):
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
+        self.first_output: list[float] = []  # when each exec sent its first byte
         self.transports: list[paramiko.Transport] = []
         self.stopping = False
         threading.Thread(target=self._serve, daemon=True).start()
@@ -72,8 +73,7 @@ class FakeSshd(paramiko.ServerInterface):
         threading.Thread(target=self._exec, args=(channel, command.decode()), daemon=True).start()
         return True
 
-    @staticmethod
-    def _exec(channel: paramiko.Channel, command: str) -> None:
+    def _exec(self, channel: paramiko.Channel, command: str) -> None:
         process = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -89,7 +89,11 @@ class FakeSshd(paramiko.ServerInterface):
         threads = [threading.Thread(target=feed, daemon=True), threading.Thread(target=errors, daemon=True)]
         for thread in threads:
             thread.start()
+        first = True
         while data := process.stdout.read1(65536):
+            if first:
+                self.first_output.append(time.monotonic())
+                first = False
             channel.sendall(data)
         threads[1].join()
         channel.send_exit_status(process.wait())
@@ -220,5 +224,15 @@ def test_no_agent_no_key_files_pinned_host(sshd, keys, monkeypatch):
 
 def test_wrap_keeps_serial_semantics():
     wrapped = ssh.wrap("echo a # comment")
-    assert wrapped.endswith("( echo a # comment\n) </dev/null 2>&1")
+    assert "( echo a # comment\n) </dev/null >$_pteh_out 2>&1;" in wrapped
     assert "export PATH=/scripts:" in wrapped and "cd /;" in wrapped
+
+
+def test_output_sent_only_when_the_command_ends(guest, sshd):
+    """Nothing crosses the connection while a command runs (a quiet guest for readings)."""
+    start = time.monotonic()
+    result = guest.run("echo early; sleep 1; echo late")
+    assert result.output == "early\nlate\n"
+    assert sshd.first_output[-1] - start >= 1.0
+    pid = guest.run("echo $$").output.strip()
+    assert not Path(f"/tmp/.pte-harness-out.{pid}").exists()  # removed
