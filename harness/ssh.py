@@ -123,7 +123,7 @@ class SshGuest:
         raises GuestTimeout with the last error and the kernel-log tail."""
         start = time.monotonic()
         deadline = start + timeout
-        attempts, last = 0, "no attempt made"
+        attempts, last, logged = 0, "no attempt made", ""
         while True:
             if not alive():
                 raise GuestGone(f"the guest went away while connecting to its sshd "
@@ -135,9 +135,9 @@ class SshGuest:
                     f"{known_host(port)} ({attempts} attempts; last error: {last})", _tail(context))
             attempts += 1
             sock, why = probe(port, min(probe_timeout(attempts), remaining))
-            if log is not None:
-                log.write(f"# attempt {attempts} at {time.monotonic() - start:.2f}s: "
-                          f"{why or 'banner begun'}\n")
+            if log is not None and (why or "banner begun") != logged:
+                logged = why or "banner begun"  # the same outcome again is not logged
+                log.write(f"# attempt {attempts} at {time.monotonic() - start:.2f}s: {logged}\n")
             if sock is None:
                 last = why
                 time.sleep(min(RETRY_PAUSE, max(0.0, deadline - time.monotonic())))
