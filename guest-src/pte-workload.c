@@ -18,6 +18,9 @@
  *	children exit with it).
  *   pte-workload pressure MB
  *	Map and touch MB MiB (to push the kernel into reclaim), print "done", exit.
+ *   pte-workload hold MB
+ *	The same, but print "ready" and hold the memory until killed, so that
+ *	what reclaim gave up can be read while the memory is still in use.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -137,14 +140,28 @@ static int pgtables(unsigned long nproc, unsigned long mb)
 	return 0;
 }
 
-static int pressure(unsigned long mb)
+static void touch(unsigned long mb)
 {
 	unsigned long bytes = mb * MIB, off;
 	char *p = map(bytes);
 
 	for (off = 0; off < bytes; off += PAGE)
 		p[off] = 1;
+}
+
+static int pressure(unsigned long mb)
+{
+	touch(mb);
 	printf("done\n");
+	return 0;
+}
+
+static int hold_memory(unsigned long mb)
+{
+	touch(mb);
+	printf("ready\n");
+	fflush(stdout);
+	hold();
 	return 0;
 }
 
@@ -158,6 +175,8 @@ int main(int argc, char **argv)
 		return pgtables(strtoul(argv[2], NULL, 0), strtoul(argv[3], NULL, 0));
 	if (argc == 3 && !strcmp(argv[1], "pressure"))
 		return pressure(strtoul(argv[2], NULL, 0));
-	fprintf(stderr, "usage: pte-workload fragment MB STRIDE | pipes N STRIDE | pgtables NPROC MB | pressure MB\n");
+	if (argc == 3 && !strcmp(argv[1], "hold"))
+		return hold_memory(strtoul(argv[2], NULL, 0));
+	fprintf(stderr, "usage: pte-workload fragment MB STRIDE | pipes N STRIDE | pgtables NPROC MB | pressure MB | hold MB\n");
 	return 2;
 }

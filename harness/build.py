@@ -16,7 +16,7 @@ from typing import Iterator
 
 from . import kconfig, patches, source
 from .cache import Progress, read_json, say, sha256_file, sha256_text, subdir, write_json_atomic
-from .errors import BuildError
+from .errors import BuildError, UsageError
 from .kconfig import Fragment
 
 RECIPE = "pte-harness-build-1"  # bump when the way images are built changes
@@ -97,6 +97,12 @@ def build(request: BuildRequest) -> BuildResult:
         return BuildResult(key, build_dir, build_dir / IMAGE, build_dir / ".config",
                            build_dir / "build.log", stamp["version"], True, time.monotonic() - start)
     tree = source.resolve(request.tree)
+    unclean = source.unclean_reason(tree.path)
+    if unclean:
+        raise UsageError(f"kernel tree {tree.path} is not clean: {unclean}; the harness "
+                         "builds out of tree (make O=...), which needs a clean source tree",
+                         f"fix: make -C {tree.path} mrproper (or pass a tree that was never "
+                         "built in place)")
     if series:
         tree = patches.apply_series(tree, series)
     with build_lock():

@@ -1,4 +1,4 @@
-"""The pte-harness command line: doctor, build, exec, shell, bench."""
+"""The pte-harness command line: doctor, build, exec, shell, run, bisect, nightly, bench."""
 
 from __future__ import annotations
 
@@ -153,6 +153,16 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     return bisect.main(args.tree, args.good, args.bad, run_args, args.results, args.retries)
 
 
+def cmd_nightly(args: argparse.Namespace) -> int:
+    from . import nightly
+    return nightly.main(args.matrix, args.results, args.shard, args.compare, args.tolerance)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import nightly
+    return nightly.compare_main(args.current, args.previous, args.tolerance)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor.main()
 
@@ -206,6 +216,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=1, help="re-runs of a failing step (default 1)")
     p.add_argument("--results", type=Path, help="results directory (default results/bisect-<time>)")
     p.set_defaults(func=cmd_bisect)
+    p = sub.add_parser("nightly", help="run the cells of a matrix file; combined summary and report",
+                       description="Run every cell (tree x series x fragments x tests) of a "
+                                   "matrix YAML file with 'pte-harness run'. Exit: 0 all passed, "
+                                   "1 a test failed (the kernel is wrong), 2 a cell could not tell "
+                                   "(patch, build, boot, timeout), 3 all passed but figures moved "
+                                   "(--compare), 130 interrupted.")
+    p.add_argument("matrix", type=Path, help="matrix YAML file (see matrices/)")
+    p.add_argument("--shard", metavar="I/N", help="run every N-th cell starting at the I-th (1-based)")
+    p.add_argument("--results", type=Path, help="results directory (default results/nightly-<time>)")
+    p.add_argument("--compare", type=Path, metavar="SUMMARY",
+                   help="a previous nightly summary.json: flag figures that moved beyond the tolerance")
+    p.add_argument("--tolerance", type=float, help="relative tolerance for --compare (default: "
+                                                   "the matrix's compare.tolerance, else 0.2)")
+    p.set_defaults(func=cmd_nightly)
+    p = sub.add_parser("compare", help="figures that moved between two nightly summaries "
+                                       "(exit 3 when any did)")
+    p.add_argument("current", type=Path, help="summary.json (or its results directory)")
+    p.add_argument("previous", type=Path, help="the earlier summary.json (or directory)")
+    p.add_argument("--tolerance", type=float, help="relative tolerance (default: the current "
+                                                   "run's matrix compare.tolerance, else 0.2)")
+    p.set_defaults(func=cmd_compare)
     p = sub.add_parser("bench", help="cold/cached build and boot-to-first-command times")
     add_build_options(p)
     add_boot_options(p)

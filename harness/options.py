@@ -22,6 +22,7 @@ BASE_FRAGMENT = "base.config"
 FEATURE_FRAGMENTS = ("pte-mapped.config", "debug.config")
 NET_FRAGMENT = "net.config"  # merged last when the guest is driven over ssh
 TRANSPORTS = ("serial", "ssh")
+FEATURE_MARKER = "config ARCH_WANTS_PTE_MAPPED_CACHE"  # in mm/Kconfig of a tree with the series
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class Options:
         if self.series == "none":
             return None
         if self.series == "auto":
+            if self.tree_carries_series():
+                return None
             release = source.release(source.parse_spec(self.tree))
             named = PATCH_DIR / f"v{release}"
             if not (named / "series").is_file():
@@ -66,9 +69,20 @@ class Options:
         raise UsageError(f"patch series {self.series!r} not found (neither a directory nor "
                          f"{named}); series in {PATCH_DIR}: {_known_series()}")
 
+    def tree_carries_series(self) -> bool:
+        """Whether the tree already has the feature (a tree being bisected, say): its
+        mm/Kconfig defines the feature's Kconfig symbol. Debian's trees never do."""
+        spec = source.parse_spec(self.tree)
+        if spec.kind == "debian":
+            return False
+        return FEATURE_MARKER in (source.read_file(spec, "mm/Kconfig") or "")
+
     def default_fragments(self) -> tuple[str, ...]:
-        """Fragments after base.config when none are given: the feature's, with a series."""
-        return () if self.series == "none" else FEATURE_FRAGMENTS
+        """Fragments after base.config when none are given: the feature's, when a series
+        is applied or the tree carries it."""
+        if self.series != "none" or self.tree_carries_series():
+            return FEATURE_FRAGMENTS
+        return ()
 
     def fragment_paths(self) -> tuple[Path, ...]:
         """base.config, the feature's (or the given) fragments, net.config for ssh."""
@@ -100,14 +114,19 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """``yaml.safe_load`` of a file; unreadable or invalid YAML is a usage error naming it."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"{what} {path} cannot be read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{what} {path} is not valid YAML", str(exc)) from exc
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     """Read an options file; unknown keys and wrong types are errors naming the key."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UsageError(f"options file {path} cannot be read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise UsageError(f"options file {path} is not valid YAML", str(exc)) from exc
+    data = read_yaml(path, "options file")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -132,8 +151,11 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 
 def merge(yaml_file: Path | None, overrides: dict[str, Any]) -> Options:
-    """Defaults, then the YAML file, then command-line values that were given (not None)."""
+    """Defaults, then the YAML file, then command-line values that were given (not None).
+    Without a tree from either, a kernel tree in the current directory is the tree."""
     values: dict[str, Any] = load_yaml(yaml_file) if yaml_file else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if "tree" not in values and source.is_kernel_tree(Path.cwd()):
+        values["tree"] = str(Path.cwd())  # typed in a kernel tree: test that tree
     known = {f.name for f in fields(Options)}
     return replace(Options(), **{k: v for k, v in values.items() if k in known})

@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from .readers import DirectMap, PTDUMP
+from .readers import DirectMap, parse_run
 
 PAGES_PER_PMD = 512
 KB_PER_PMD = 2048
@@ -50,6 +50,7 @@ class Trace:
     states: list[State] = field(default_factory=list)
     results: list[OpResult] = field(default_factory=list)
     addrs: list[int] = field(default_factory=list)
+    maps: dict[str, DirectMap] = field(default_factory=dict)  # ``map LABEL`` steps
 
     def __str__(self) -> str:
         lines = [f"ptm trace of: {self.command}"]
@@ -76,6 +77,12 @@ def parse_trace(command: str, output: str) -> Trace:
             trace.results.append(OpResult(op, arg, *map(int, numbers)))
         elif line.startswith("addr "):
             trace.addrs.append(int(line.split()[1], 16))
+        elif line.startswith("map "):
+            _, label, rest = line.split(" ", 2)
+            run = parse_run(rest)
+            if run is not None:
+                runs = trace.maps.get(label, DirectMap(())).runs
+                trace.maps[label] = DirectMap((*runs, run))
     return trace
 
 
@@ -88,14 +95,10 @@ def ptm(session, steps: str, timeout: float = 300.0) -> Trace:
     result = session.run(f"ptm {steps}", timeout=timeout)
     if result.status != 0:
         raise PtmError(f"'ptm {steps}' exited {result.status}:\n{result.output}")
-    return parse_trace(f"ptm {steps}", result.output)
-
-
-def direct_map(session) -> DirectMap:
-    result = session.run(f"cat {PTDUMP}", timeout=60)
-    if result.status != 0:
-        raise PtmError(f"cannot read {PTDUMP}: {result.output}")
-    return DirectMap.from_dump(result.output)
+    trace = parse_trace(f"ptm {steps}", result.output)
+    for label, snapshot in trace.maps.items():  # kept for the report's direct-map pictures
+        session.direct_maps[label] = snapshot.strip()
+    return trace
 
 
 def grouping_bound(pages: int) -> int:

@@ -21,13 +21,13 @@ import pytest
 
 from . import crash, pipeline
 from .cache import write_json_atomic
-from .errors import BootError, HarnessError, KernelCrash
+from .errors import BootError, HarnessError, KernelCrash, UsageError
 from .options import Options
 from .session import Session
 
 SESSIONS = pytest.StashKey[list[Session]]()
 FIGURES = pytest.StashKey[dict[str, object]]()
-PREPARED = pytest.StashKey[pipeline.Prepared]()
+KERNEL_INFO = pytest.StashKey[dict]()  # the kernel under test, for the summary
 KERNEL_USED = pytest.StashKey[bool]()
 BOOT_FAILURES = pytest.StashKey[dict[str, HarnessError]]()  # kernel arguments -> why
 ENV = {"kernel_tree": "PTE_HARNESS_TREE", "series": "PTE_HARNESS_SERIES",
@@ -51,7 +51,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[RECORDER] = Recorder()
+    config.stash[RECORDER] = Recorder(config)
     config.pluginmanager.register(config.stash[RECORDER], "pte-harness-recorder")
     config.addinivalue_line("markers", "kernel: builds and boots a real kernel (slow)")
     config.addinivalue_line("markers", "negative: runs a check against a kernel where the "
@@ -95,13 +95,25 @@ def kernel(pytestconfig: pytest.Config, harness_options: Options,
            results_dir: Path) -> pipeline.Prepared:
     """The built (or reused) kernel and initramfs; a failure errors every dependent test."""
     pytestconfig.stash[KERNEL_USED] = True
+    problem: HarnessError | None = None
     try:
         prepared = pipeline.prepare(harness_options)
     except HarnessError as exc:
-        pytest.fail(f"kernel could not be prepared ({exc.kind} error, exit {exc.status}): {exc}",
-                    pytrace=False)
+        problem = exc
+    # Raised outside the except clause: the report then starts with our message, not with
+    # the harness error's traceback ("During handling of the above exception...").
+    if isinstance(problem, UsageError):  # the harness was misused: no commit is to blame
+        pytest.exit(f"pte-harness usage error: {problem}", returncode=pytest.ExitCode.USAGE_ERROR)
+    if problem is not None:
+        pytest.fail(f"kernel could not be prepared ({problem.kind} error, exit {problem.status}): "
+                    f"{problem}", pytrace=False)
     shutil.copyfile(prepared.build.config, results_dir / "kernel.config")
-    pytestconfig.stash[PREPARED] = prepared
+    pytestconfig.stash[KERNEL_INFO] = {
+        "tree": harness_options.tree, "series": str(harness_options.series_dir() or "none"),
+        "version": prepared.build.version,
+        "fragments": [str(p) for p in harness_options.fragment_paths()],
+        "build_key": prepared.build.key, "image": str(prepared.build.image),
+        "config": str(results_dir / "kernel.config")}
     return prepared
 
 
@@ -151,10 +163,16 @@ def figures(request: pytest.FixtureRequest) -> dict[str, object]:
 class Recorder:
     """Each test's outcome, seconds, figures and consoles for the JSON summary (per run)."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
         self.outcomes: dict[str, dict] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._record(report)
+        if report.when == "teardown":
+            write_summary(self.config, None)
+
+    def _record(self, report: pytest.TestReport) -> None:
         entry = self.outcomes.setdefault(report.nodeid, {"outcome": "passed", "seconds": 0.0})
         entry["seconds"] = round(entry["seconds"] + report.duration, 2)
         if report.failed:
@@ -165,9 +183,12 @@ class Recorder:
             entry["outcome"] = "skipped"
         props = dict(report.user_properties)
         figures = {k: json.loads(v) for k, v in props.items()
-                   if not k.startswith(("console", "transport"))}
+                   if not k.startswith(("console", "transport", MAP_PREFIX))}
         if figures:
             entry.setdefault("figures", {}).update(figures)
+        maps = {k[len(MAP_PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(MAP_PREFIX)}
+        if maps:
+            entry.setdefault("direct_maps", {}).update(maps)
         consoles = [v for k, v in props.items() if k.startswith("console")]
         if consoles:
             entry["consoles"] = consoles
@@ -177,6 +198,7 @@ class Recorder:
 
 
 RECORDER = pytest.StashKey[Recorder]()
+MAP_PREFIX = "direct_map:"  # user property: one direct-map snapshot (see ptecache.ptm)
 
 
 def _first_error_line(text: str) -> str:
@@ -188,21 +210,19 @@ def _first_error_line(text: str) -> str:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Write results/summary.json when kernel tests ran."""
-    if not session.config.stash.get(KERNEL_USED, False):
+    write_summary(session.config, int(exitstatus))
+
+
+def write_summary(config: pytest.Config, exitstatus: int | None) -> None:
+    """Write results/summary.json (atomically) when kernel tests ran: after each test with
+    ``finished`` false, so a run killed half-way leaves what it had, and at the end."""
+    if not config.stash.get(KERNEL_USED, False):
         return
-    prepared = session.config.stash.get(PREPARED, None)
-    results = Path(_option(session.config, "results") or "results").resolve()
-    options = options_from_config(session.config)
-    kernel = None
-    if prepared is not None:  # None: the kernel could not be built (see the tests' errors)
-        kernel = {"tree": options.tree, "series": str(options.series_dir() or "none"),
-                  "version": prepared.build.version,
-                  "fragments": [str(p) for p in options.fragment_paths()],
-                  "build_key": prepared.build.key, "image": str(prepared.build.image),
-                  "config": str(results / "kernel.config")}
-    summary = {"kernel": kernel, "transport": options.transport, "exit_status": int(exitstatus),
-               "tests": session.config.stash[RECORDER].outcomes}
+    results = Path(_option(config, "results") or "results").resolve()
+    kernel = config.stash.get(KERNEL_INFO, None)  # None: the kernel could not be built
+    summary = {"kernel": kernel, "transport": options_from_config(config).transport,
+               "finished": exitstatus is not None, "exit_status": exitstatus,
+               "tests": config.stash[RECORDER].outcomes}
     write_json_atomic(results / "summary.json", summary)
 
 
@@ -216,6 +236,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     for index, session in enumerate(sessions):
         report.user_properties.append((f"console{index}", str(session.config.console_log)))
         report.user_properties.append((f"transport{index}", session.transport))
+        for label, runs in session.direct_maps.items():
+            append = session.config.append
+            name = f"{MAP_PREFIX}boot{index}" + (f" ({append})" if append else "")
+            report.user_properties.append((f"{name} {label}", json.dumps(runs)))
         findings = session.findings()
         if findings:
             text = crash.report(findings)

@@ -72,10 +72,18 @@ def parse_ptdump(text: str) -> dict[str, list[Run]]:
         line = line.strip()
         if match := _SECTION.match(line):
             current = sections.setdefault(match.group(1), [])
-        elif (match := _RUN.match(line)) and current is not None:
-            current.append(Run(int(match.group(1), 16), int(match.group(2), 16),
-                               match.group(4), tuple(match.group(3).split())))
+        elif current is not None and (run := parse_run(line)):
+            current.append(run)
     return sections
+
+
+def parse_run(line: str) -> Run | None:
+    """One run line of the page-table dump, or None."""
+    match = _RUN.match(line.strip())
+    if not match:
+        return None
+    return Run(int(match.group(1), 16), int(match.group(2), 16), match.group(4),
+               tuple(match.group(3).split()))
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,23 @@ class DirectMap:
             if run.present:
                 totals[run.level] += run.size
         return totals
+
+    def strip(self) -> list[list]:
+        """Present runs as [start, end, level] offsets from the section's start, adjacent
+        runs of one level merged: the compact form the report draws."""
+        if not self.runs:
+            return []
+        base = self.runs[0].start
+        merged: list[list] = []
+        for run in self.runs:
+            if not run.present:
+                continue
+            start, end = run.start - base, run.end - base
+            if merged and merged[-1][1] == start and merged[-1][2] == run.level:
+                merged[-1][1] = end
+            else:
+                merged.append([start, end, run.level])
+        return merged
 
     def level_of(self, address: int) -> str | None:
         """The level mapping ``address``, or None when it is not mapped."""

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from .cache import read_json
+from . import source
+from .cache import read_json, subdir
 from .options import PROJECT_ROOT, Options
 
 SUITE = PROJECT_ROOT / "tests" / "kernel"
@@ -71,7 +72,11 @@ def bisect_status(pytest_status: int, summary: dict) -> int:
 
 def main(options: Options, results: Path | None, keyword: str | None,
          bisect_exit: bool = False) -> int:
-    results = (results or Path("results") / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    if results is None:  # in a kernel tree (git bisect run), keep its checkout free of results
+        parent = subdir("results") if source.is_kernel_tree(Path.cwd()) else Path("results")
+        results = parent / time.strftime("%Y%m%d-%H%M%S")
+    results = results.resolve()
+    print(f"kernel tree: {options.tree}; results: {results}")
     results.mkdir(parents=True, exist_ok=True)
     args = pytest_args(options, results, keyword)
     command = ["pytest", *args]

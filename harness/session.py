@@ -46,6 +46,7 @@ class Session:
             raise UsageError("the ssh transport needs an image built for it (a host key)")
         self.run_dir = run_dir
         self.transport = options.transport
+        self.direct_maps: dict[str, list] = {}  # label -> DirectMap.strip(), for the report
         self.verdict = vm.choose_accel(options.accel, kernel, initrd)
         if options.accel == "auto" and self.verdict not in _announced:
             _announced.add(self.verdict)

@@ -77,6 +77,16 @@ def parse_spec(text: str) -> TreeSpec:
     return TreeSpec("dir", text)
 
 
+def is_kernel_tree(path: Path) -> bool:
+    """A directory that looks like the top of a kernel source tree."""
+    try:
+        head = (path / "Makefile").read_text(errors="replace")[:2000]
+    except OSError:
+        return False
+    return (path / "Kconfig").is_file() and (path / "mm").is_dir() and \
+        bool(re.search(r"^VERSION\s*=", head, re.M))
+
+
 def kernel_version(tree: Path) -> str:
     """VERSION.PATCHLEVEL.SUBLEVEL read from the tree's top Makefile."""
     try:
@@ -110,6 +120,29 @@ def release(spec: TreeSpec) -> str:
     else:
         version = resolve(spec).version
     return ".".join(version.split(".")[:2])
+
+
+def read_file(spec: TreeSpec, relpath: str) -> str | None:
+    """One file of the tree (None when it has none), as cheaply as the spec allows."""
+    if spec.kind == "dir":
+        path = _directory(spec) / relpath
+        return path.read_text(errors="replace") if path.is_file() else None
+    if spec.kind == "git":
+        repo = _git_repo(spec)
+        result = subprocess.run(["git", "-C", str(repo), "show",
+                                 f"{_commit(repo, spec.ref)}:{relpath}"],
+                                capture_output=True, text=True, errors="replace")
+        return result.stdout if result.returncode == 0 else None
+    path = resolve(spec).path / relpath
+    return path.read_text(errors="replace") if path.is_file() else None
+
+
+def unclean_reason(path: Path) -> str | None:
+    """Why ``make O=...`` would refuse this source tree (in-tree build output), if it would."""
+    for name in (".config", "include/config", "arch/x86/include/generated"):
+        if (path / name).exists():
+            return f"{path / name} exists (the tree was configured or built in place)"
+    return None
 
 
 def identify(spec: TreeSpec) -> str:

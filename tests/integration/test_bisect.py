@@ -14,18 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import source
 from harness.options import PATCH_DIR
+
+from .conftest import git
 
 pytestmark = pytest.mark.kernel
 SCAN_LOOP = "while (nr < sc->nr_to_scan && !list_empty(&cache.pages)) {"
 BROKEN_SCAN = "while (nr < sc->nr_to_scan / 2 && !list_empty(&cache.pages)) {"
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=Bisect Test",
-                           "-c", "user.email=bisect@example.org", *args],
-                          check=True, capture_output=True, text=True).stdout.strip()
 
 
 def commit_edit(repo: Path, path: str, edit, message: str) -> str:
@@ -36,13 +31,8 @@ def commit_edit(repo: Path, path: str, edit, message: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def kernel_repo(tmp_path_factory) -> dict[str, str | Path]:
-    tree = source.resolve(source.parse_spec("debian:6.12"))
-    repo = tmp_path_factory.mktemp("bisect") / "linux"
-    subprocess.run(["cp", "-a", str(tree.path), str(repo)], check=True)
-    git(repo, "init", "-q")
-    git(repo, "add", "-A", "--force")  # Debian's tarball ignores everything in .gitignore
-    git(repo, "commit", "-qm", "base: linux-source-6.12")
+def kernel_repo(default_tree_repo) -> dict[str, str | Path]:
+    repo = default_tree_repo["repo"]
     series = (PATCH_DIR / "v6.12" / "series").read_text().split()
     git(repo, "am", "-q", *(str(PATCH_DIR / "v6.12" / name) for name in series))
     commits = {"series": git(repo, "rev-parse", "HEAD")}
@@ -82,3 +72,21 @@ def test_bisect_names_the_breaking_commit(kernel_repo, tmp_path):
     assert f"# first bad commit: [{kernel_repo['broken']}]" in log
     assert git(repo, "rev-parse", "HEAD") == head
     assert git(repo, "status", "--porcelain") == ""
+
+
+def test_git_bisect_run_typed_in_the_tree(kernel_repo, tmp_path):
+    """README's `git bisect run pte-harness run --bisect-exit -k ...` in a kernel checkout:
+    no --tree, --series or --kconfig; the tree carries the series, so none is applied."""
+    work = tmp_path / "linux"
+    git(kernel_repo["repo"], "worktree", "add", "-q", "--detach", str(work), "HEAD")
+    git(work, "bisect", "start", "HEAD", kernel_repo["harmless2"])
+    pte_harness = str(Path(sys.executable).with_name("pte-harness"))
+    result = subprocess.run(["git", "bisect", "run", pte_harness, "run", "--bisect-exit",
+                             "-k", "test_shrinker_scan"],
+                            cwd=work, capture_output=True, text=True, timeout=3600)
+    print(result.stdout[-6000:], result.stderr[-3000:])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{kernel_repo['broken']} is the first bad commit" in result.stdout
+    assert f"kernel tree: {work}" in result.stdout
+    assert "series none" in result.stdout  # carried by the tree, not applied again
+    assert git(work, "status", "--porcelain") == ""  # no results or build output in the checkout

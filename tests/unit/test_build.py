@@ -1,4 +1,7 @@
+import pytest
+
 from harness import build, source
+from harness.errors import UsageError
 from harness.cache import write_json_atomic
 
 
@@ -41,3 +44,10 @@ def test_first_errors():
     log = "  CC init/main.o\ninit/main.c:3:2: error: #error boom\nmake[2]: *** [x] Error 1\n  CC ok\n"
     assert build.first_errors(log) == "init/main.c:3:2: error: #error boom\nmake[2]: *** [x] Error 1"
     assert build.first_errors("a\nb\n") == "a\nb"
+
+
+def test_unclean_tree_is_a_usage_error_before_make(cache, fake_tree, tmp_path, monkeypatch):
+    (fake_tree / ".config").write_text("CONFIG_X=y\n")
+    monkeypatch.setattr(build, "run_make", lambda *a: pytest.fail("make ran"))
+    with pytest.raises(UsageError, match=r"(?s)is not clean: .*\.config exists.*mrproper"):
+        build.build(request(fake_tree, tmp_path))

@@ -96,3 +96,27 @@ def test_transport_checked(tmp_path):
     path = tmp_path / "o.yaml"
     path.write_text("transport: ssh\n")
     assert options.merge(path, {}).transport == "ssh"
+
+
+def _carry_feature(tree):
+    (tree / "mm" / "Kconfig").write_text(f"config MMU\n\tbool\n\n{options.FEATURE_MARKER}\n\tbool\n")
+
+
+def test_tree_that_carries_the_series_gets_none_and_the_feature_fragments(fake_tree):
+    plain = options.Options(tree=str(fake_tree))
+    assert plain.series_dir() == options.PATCH_DIR / "v6.12"
+    assert options.Options(tree=str(fake_tree), series="none").default_fragments() == ()
+    _carry_feature(fake_tree)
+    carried = options.Options(tree=str(fake_tree))
+    assert carried.series_dir() is None
+    assert carried.default_fragments() == options.FEATURE_FRAGMENTS
+    assert options.Options(tree=str(fake_tree), series="none").default_fragments() == options.FEATURE_FRAGMENTS
+
+
+def test_tree_defaults_to_a_kernel_tree_in_the_current_directory(fake_tree, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert options.merge(None, {}).tree == "debian:6.12"
+    (fake_tree / "Kconfig").write_text("mainmenu \"Linux\"\n")
+    monkeypatch.chdir(fake_tree)
+    assert options.merge(None, {}).tree == str(fake_tree)
+    assert options.merge(None, {"tree": "debian:6.1"}).tree == "debian:6.1"

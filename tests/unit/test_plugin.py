@@ -99,3 +99,32 @@ def test_format_summary():
 def test_bisect_status(status, tests, kernel, verdict):
     summary = {"tests": tests, **({"kernel": {"version": "6.12"}} if kernel else {})}
     assert report.bisect_status(status, summary) == verdict
+
+
+def test_usage_error_while_preparing_stops_the_session(pytester, cache, fake_tree, tmp_path):
+    """A misused harness (here: a tree built in place) stops pytest with a usage error
+    (so `run --bisect-exit` aborts the bisection instead of skipping every commit)."""
+    (fake_tree / ".config").write_text("CONFIG_X=y\n")
+    pytester.makepyfile(test_u="""
+        def test_a(kernel):
+            pass
+    """)
+    result = pytester.runpytest_inprocess(f"--kernel-tree={fake_tree}", "--series=none",
+                                          f"--results={tmp_path / 'results'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "is not clean" in result.stdout.str()
+    assert report.bisect_status(result.ret, {}) == report.BISECT_ABORT
+
+
+def test_summary_message_is_the_preparation_error(pytester, cache, tmp_path):
+    pytester.makepyfile(test_m="""
+        def test_a(kernel):
+            pass
+    """)
+    results = tmp_path / "results"
+    pytester.runpytest_inprocess(f"--kernel-tree={tmp_path / 'missing'}", "--series=none",
+                                 f"--results={results}")
+    import json
+    entry = json.loads((results / "summary.json").read_text())["tests"]["test_m.py::test_a"]
+    assert entry["outcome"] == "error"
+    assert entry["message"].startswith("kernel could not be prepared (tree error, exit 241): ")

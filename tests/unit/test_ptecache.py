@@ -26,3 +26,38 @@ def test_missing_figure_is_named():
 
 def test_grouping_bound():
     assert ptecache.grouping_bound(2048) == 5 and ptecache.grouping_bound(1) == 2
+
+
+MAP_OUTPUT = """map before 0xffff888000000000-0xffff888000001000           4K     RW                     NX pte
+map before 0xffff888000001000-0xffff888000200000        2044K     RW                     NX pte
+map before 0xffff888000200000-0xffff888000400000           2M                               pmd
+map before 0xffff888000400000-0xffff888040000000        1020M     RW         PSE         NX pmd
+map after 0xffff888000000000-0xffff888000200000           2M     RW                     NX pte
+map after 0xffff888000200000-0xffff888000400000           2M     RW                     NX pte
+"""
+
+
+def test_map_steps_parse_into_direct_maps_and_strips():
+    trace = ptecache.parse_trace("ptm map before map after", MAP_OUTPUT)
+    assert sorted(trace.maps) == ["after", "before"]
+    before = trace.maps["before"]
+    assert before.level_of(0xffff888000000000) == "pte"
+    assert before.level_of(0xffff888000300000) is None  # not present
+    assert before.strip() == [[0, 0x200000, "pte"], [0x400000, 0x40000000, "pmd"]]
+    assert trace.maps["after"].strip() == [[0, 0x400000, "pte"]]
+
+
+class FakeSession:
+    def __init__(self, output):
+        self.output = output
+        self.direct_maps = {}
+
+    def run(self, command, timeout):
+        from harness.guest import CommandResult
+        return CommandResult(command, 0, self.output, 0.1)
+
+
+def test_ptm_keeps_map_snapshots_on_the_session():
+    session = FakeSession(MAP_OUTPUT)
+    ptecache.ptm(session, "map before map after")
+    assert session.direct_maps["after"] == [[0, 0x400000, "pte"]]

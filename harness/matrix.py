@@ -1,0 +1,193 @@
+"""Nightly matrix files: trees x series x config fragments x tests, each cell with a name.
+
+    defaults: {accel: auto, memory: 1G, timeout: 3600}  # optional, for every cell
+    trees: {v6.12: "debian:6.12", v6.1: "debian:6.1"}   # name: tree spec (an axis)
+    series: {auto: auto}                                # optional axis (default: auto)
+    configs: {feature: null, lean: [pte-mapped.config]} # optional axis; null: default set
+    tests: {all: ""}                                    # optional axis of pytest -k expressions
+    cells:                                              # optional explicit cells
+      - {name: broken, tree: v6.12, series: v6.1}
+    compare: {tolerance: 0.2, min_change: 1, figures: {seconds: ignore}}
+
+The product of the axes gives one cell per combination, named by the names joined with
+"-" (axes with a single entry add nothing to the name); explicit cells come after them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+from .options import read_yaml
+
+TOP_KEYS = {"defaults", "trees", "series", "configs", "tests", "cells", "compare"}
+CELL_KEYS = {"name", "tree", "series", "kconfig", "tests", "accel", "memory", "timeout"}
+DEFAULT_KEYS = CELL_KEYS - {"name", "tree"}
+DEFAULT_TIMEOUT = 3600.0
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the suite: a tree, a series, fragments and a test selection."""
+
+    name: str
+    tree: str
+    series: str = "auto"
+    kconfig: tuple[str, ...] | None = None  # None: the default fragments
+    tests: str = ""  # pytest -k expression; empty: the whole suite
+    accel: str = "auto"
+    memory: str = "1G"
+    timeout: float = DEFAULT_TIMEOUT
+
+    def run_args(self) -> list[str]:
+        """Arguments of ``pte-harness run`` for this cell (results directory excluded)."""
+        args = ["--tree", self.tree, "--series", self.series, "--accel", self.accel,
+                "--memory", self.memory]
+        for fragment in self.kconfig or ():
+            args += ["--kconfig", fragment]
+        if self.tests:
+            args += ["-k", self.tests]
+        return args
+
+    def describe(self) -> dict[str, Any]:
+        return {"tree": self.tree, "series": self.series,
+                "kconfig": list(self.kconfig) if self.kconfig is not None else None,
+                "tests": self.tests, "accel": self.accel, "memory": self.memory}
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """When a figure counts as moved: by more than ``tolerance`` (relative) and more than
+    ``min_change`` (absolute); per-figure overrides by exact name, or ``ignore``."""
+
+    tolerance: float = 0.2
+    min_change: float = 1.0
+    figures: dict[str, float | None] = field(default_factory=dict)
+
+    def for_figure(self, name: str) -> float | None:
+        return self.figures.get(name, self.tolerance)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    path: Path
+    cells: tuple[Cell, ...]
+    tolerances: Tolerances = Tolerances()
+
+    def shard(self, index: int, count: int) -> tuple[Cell, ...]:
+        """Cells of shard ``index`` (1-based) of ``count``: every count-th cell in file order."""
+        if count < 1 or not 1 <= index <= count:
+            raise UsageError(f"--shard {index}/{count}: expected I/N with 1 <= I <= N")
+        return self.cells[index - 1::count]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if not match:
+        raise UsageError(f"--shard {text!r}: expected I/N, e.g. 1/3")
+    return int(match.group(1)), int(match.group(2))
+
+
+def load(path: Path) -> Matrix:
+    """Read and check a matrix file; every mistake is an error naming the file and key."""
+    data = read_yaml(path, "matrix file")
+    where = f"matrix file {path}"
+    if not isinstance(data, dict):
+        raise UsageError(f"{where}: expected a mapping with trees: and/or cells:")
+    _known(data, TOP_KEYS, where)
+    defaults = _mapping(data, "defaults", where)
+    _known(defaults, DEFAULT_KEYS, f"{where}, defaults")
+    trees = _mapping(data, "trees", where)
+    cells = [_cell(values, trees, defaults, where) for values in _product(data, where)]
+    explicit = data.get("cells") or []
+    if not isinstance(explicit, list):
+        raise UsageError(f"{where}: 'cells' must be a list of mappings")
+    for number, values in enumerate(explicit, 1):
+        if not isinstance(values, dict):
+            raise UsageError(f"{where}: cell {number} must be a mapping")
+        _known(values, CELL_KEYS, f"{where}, cell {number}")
+        if "name" not in values or "tree" not in values:
+            raise UsageError(f"{where}: cell {number} needs a name and a tree")
+        cells.append(_cell(values, trees, defaults, where))
+    if not cells:
+        raise UsageError(f"{where}: no cells (give trees: or cells:)")
+    seen: set[str] = set()
+    for cell in cells:
+        if cell.name in seen:
+            raise UsageError(f"{where}: two cells are named {cell.name!r}")
+        seen.add(cell.name)
+    return Matrix(path, tuple(cells), _tolerances(data, where))
+
+
+def _product(data: dict, where: str) -> list[dict]:
+    trees = _mapping(data, "trees", where)
+    axes = [("tree", {name: name for name in trees})]  # cells name their tree; _cell looks it up
+    for key, axis in (("series", "series"), ("kconfig", "configs"), ("tests", "tests")):
+        values = _mapping(data, axis, where)
+        if values:
+            axes.append((key, values))
+    combos = []
+    for picks in itertools.product(*(list(values.items()) for _, values in axes)):
+        names = [str(name) for index, (name, _) in enumerate(picks)
+                 if index == 0 or len(axes[index][1]) > 1]
+        combo = {key: value for (key, _), (_, value) in zip(axes, picks)}
+        combo["name"] = "-".join(names)
+        combos.append(combo)
+    return combos if trees else []
+
+
+def _cell(values: dict, trees: dict, defaults: dict, where: str) -> Cell:
+    merged = {**defaults, **values}
+    name = str(merged["name"])
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
+        raise UsageError(f"{where}: cell name {name!r} may only use letters, digits and _.+-")
+    tree = str(merged["tree"])
+    tree = str(trees.get(tree, tree))
+    kconfig = merged.get("kconfig")
+    if kconfig is not None:
+        if isinstance(kconfig, str):
+            kconfig = [kconfig]
+        if not isinstance(kconfig, list) or not all(isinstance(k, str) for k in kconfig):
+            raise UsageError(f"{where}, cell {name}: kconfig must be a list of fragment names")
+        kconfig = tuple(kconfig)
+    try:
+        timeout = float(merged.get("timeout") or DEFAULT_TIMEOUT)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}, cell {name}: timeout must be a number of seconds") from None
+    return Cell(name=name, tree=tree, series=str(merged.get("series") or "auto"), kconfig=kconfig,
+                tests=str(merged.get("tests") or ""), accel=str(merged.get("accel") or "auto"),
+                memory=str(merged.get("memory") or "1G"), timeout=timeout)
+
+
+def _tolerances(data: dict, where: str) -> Tolerances:
+    raw = _mapping(data, "compare", where)
+    _known(raw, {"tolerance", "min_change", "figures"}, f"{where}, compare")
+    figures: dict[str, float | None] = {}
+    for name, value in _mapping(raw, "figures", f"{where}, compare").items():
+        if value == "ignore":
+            figures[str(name)] = None
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            figures[str(name)] = float(value)
+        else:
+            raise UsageError(f"{where}, compare, figures: {name!r} must be a number or 'ignore'")
+    try:
+        return Tolerances(float(raw.get("tolerance", 0.2)), float(raw.get("min_change", 1)), figures)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}, compare: tolerance and min_change must be numbers") from None
+
+
+def _mapping(data: dict, key: str, where: str) -> dict:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise UsageError(f"{where}: {key!r} must be a mapping of name: value")
+    return value
+
+
+def _known(data: dict, keys: set[str], where: str) -> None:
+    unknown = sorted(str(k) for k in data if k not in keys)
+    if unknown:
+        raise UsageError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(keys))}")

@@ -1,0 +1,250 @@
+"""`pte-harness nightly MATRIX`: run the cells of a matrix, one results directory each, and
+keep a combined summary.json (and report.html) that tells FAIL (the kernel is wrong) from
+ERROR (could not tell: patch, build, boot, timeout), written after every cell."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import compare, html_report, matrix
+from .cache import read_json, say, write_json_atomic
+from .errors import UsageError
+
+PASS, FAIL, ERROR, SKIP = "PASS", "FAIL", "ERROR", "SKIP"
+EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_MOVED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def classify(entry: dict) -> str:
+    """One test of a cell: FAIL when the kernel is wrong (an assertion, or a kernel-log
+    report or crash), ERROR when the run could not tell (setup: patch, build, boot)."""
+    outcome = entry.get("outcome")
+    if outcome == "passed":
+        return PASS
+    if outcome == "skipped":
+        return SKIP
+    if outcome == "failed" or "kernel crashed" in entry.get("message", ""):
+        return FAIL
+    return ERROR
+
+
+def cell_verdict(tests: dict[str, dict], problem: str | None) -> str:
+    results = {entry["result"] for entry in tests.values()}
+    if FAIL in results:
+        return FAIL
+    if problem or ERROR in results or not results:
+        return ERROR
+    return PASS if PASS in results else SKIP
+
+
+def _problem(run_log: Path, status: int | None, tests: dict[str, dict]) -> str | None:
+    """Why a cell could not tell: the errors every test met, or the harness's own message."""
+    errors = {entry.get("message", "") for entry in tests.values() if entry["result"] == ERROR}
+    if tests and len(errors) == 1 and all(e["result"] == ERROR for e in tests.values()):
+        return errors.pop()
+    if tests:
+        return None
+    try:
+        lines = run_log.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    said = [line for line in lines if " error: " in line or line.startswith("Exit: ")]
+    return said[-1].strip() if said else f"no test ran (exit status {status})"
+
+
+def cell_command(cell: matrix.Cell, cell_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "harness.cli", "run", *cell.run_args(), "--results", str(cell_dir)]
+
+
+def run_cell(cell: matrix.Cell, cell_dir: Path) -> tuple[int | None, bool]:
+    """Run ``pte-harness run`` for one cell, its output in run.log (and on stdout, prefixed);
+    the whole process group is killed at the cell's timeout. Returns (status, timed out)."""
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    command = cell_command(cell, cell_dir)
+    with (cell_dir / "run.log").open("w") as log:
+        log.write("$ " + " ".join(command) + "\n")
+        log.flush()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, text=True, errors="replace",
+                                   start_new_session=True)
+        copier = threading.Thread(target=_copy, args=(process, log, cell.name), daemon=True)
+        copier.start()
+        try:
+            status = process.wait(timeout=cell.timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            status, timed_out = None, True
+        except BaseException:
+            _kill_group(process)
+            raise
+        finally:
+            copier.join(10)
+    return status, timed_out
+
+
+def _copy(process: subprocess.Popen, log, name: str) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        log.write(line)
+        log.flush()
+        sys.stdout.write(f"[{name}] {line}")
+        sys.stdout.flush()
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def collect(cell: matrix.Cell, cell_dir: Path, status: int | None, timed_out: bool,
+            seconds: float) -> dict:
+    """The combined summary's entry for a finished cell, from the cell's own summary.json."""
+    summary = read_json(cell_dir / "summary.json") or {}
+    tests = {}
+    for nodeid, entry in summary.get("tests", {}).items():
+        tests[nodeid] = {"result": classify(entry), "seconds": entry.get("seconds"),
+                         **{k: entry[k] for k in ("figures", "message") if k in entry}}
+    problem = (f"timed out after {cell.timeout:.0f}s (the cell's processes were killed)"
+               if timed_out else _problem(cell_dir / "run.log", status, tests))
+    counts: dict[str, int] = {}
+    for entry in tests.values():
+        counts[entry["result"]] = counts.get(entry["result"], 0) + 1
+    return {"status": "done", "verdict": cell_verdict(tests, problem), "error": problem,
+            "exit_status": status, "seconds": round(seconds, 1), "kernel": summary.get("kernel"),
+            "counts": counts, "tests": tests}
+
+
+def overall_status(combined: dict) -> int:
+    cells = combined["cells"].values()
+    verdicts = {cell.get("verdict") for cell in cells}
+    if any(cell["status"] != "done" for cell in cells):
+        return EXIT_INTERRUPTED
+    if FAIL in verdicts:
+        return EXIT_FAIL
+    if ERROR in verdicts:
+        return EXIT_ERROR
+    if combined.get("compare", {}).get("moved"):
+        return EXIT_MOVED
+    return EXIT_PASS
+
+
+def main(matrix_path: Path, results: Path | None, shard: str | None,
+         previous: Path | None, tolerance: float | None) -> int:
+    loaded = matrix.load(matrix_path)
+    index, count = matrix.parse_shard(shard) if shard else (1, 1)
+    cells = loaded.shard(index, count)
+    tolerances = _tolerances(str(matrix_path), tolerance)
+    previous_summary = _read_summary(previous, "--compare") if previous is not None else None
+    results = (results or Path("results") / time.strftime("nightly-%Y%m%d-%H%M%S")).resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    combined = {"matrix": str(matrix_path.resolve()), "shard": f"{index}/{count}",
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": False,
+                "exit_status": None,
+                "cells": {cell.name: {"status": "pending", "spec": cell.describe(),
+                                      "results": str(results / "cells" / cell.name)}
+                          for cell in cells}}
+    _write(results, combined)
+    say(f"nightly: {len(cells)} cell(s) of {len(loaded.cells)} (shard {index}/{count}); "
+        f"results in {results}")
+    try:
+        for number, cell in enumerate(cells, 1):
+            say(f"[{number}/{len(cells)}] cell {cell.name}: {cell.tree}, series {cell.series}"
+                + (f", -k {cell.tests}" if cell.tests else ""))
+            combined["cells"][cell.name]["status"] = "running"
+            _write(results, combined)
+            start = time.monotonic()
+            status, timed_out = run_cell(cell, results / "cells" / cell.name)
+            entry = collect(cell, results / "cells" / cell.name, status, timed_out,
+                            time.monotonic() - start)
+            combined["cells"][cell.name].update(entry)
+            _write(results, combined)
+            say(f"cell {cell.name}: {entry['verdict']} "
+                f"({', '.join(f'{n} {k}' for k, n in sorted(entry['counts'].items())) or 'no tests'}) "
+                f"in {entry['seconds']:.0f}s" + (f"; {entry['error']}" if entry["error"] else ""))
+    except KeyboardInterrupt:
+        say("nightly: interrupted; the summary lists the cells that did not finish")
+        _write(results, combined)
+        return EXIT_INTERRUPTED
+    if previous_summary is not None:
+        moved = compare.moved_figures(combined, previous_summary, tolerances)
+        combined["compare"] = {"previous": str(previous), "tolerance": tolerances.tolerance,
+                               "min_change": tolerances.min_change,
+                               "moved": [m.as_dict() for m in moved]}
+        for item in moved:
+            say(f"figure moved: {item}")
+    combined["finished"] = True
+    combined["exit_status"] = overall_status(combined)
+    _write(results, combined)
+    print(format_combined(combined))
+    print(f"results: {results / 'summary.json'}, {results / 'report.html'}")
+    return combined["exit_status"]
+
+
+def _tolerances(matrix_path: str | None, tolerance: float | None) -> matrix.Tolerances:
+    tolerances = matrix.Tolerances()
+    if matrix_path and Path(matrix_path).is_file():
+        tolerances = matrix.load(Path(matrix_path)).tolerances
+    if tolerance is not None:
+        tolerances = matrix.Tolerances(tolerance, tolerances.min_change, tolerances.figures)
+    return tolerances
+
+
+def _read_summary(path: Path, option: str) -> dict:
+    summary = read_json(path / "summary.json" if path.is_dir() else path)
+    if not summary or "cells" not in summary:
+        raise UsageError(f"{option} {path}: not a nightly summary.json (or a results directory "
+                         "holding one)")
+    return summary
+
+
+def compare_main(current: Path, previous: Path, tolerance: float | None) -> int:
+    """`pte-harness compare CURRENT PREVIOUS`: figures of two finished nightly runs."""
+    now, before = _read_summary(current, "compare"), _read_summary(previous, "compare")
+    tolerances = _tolerances(now.get("matrix"), tolerance)
+    moved = compare.moved_figures(now, before, tolerances)
+    print(f"{len(moved)} figure(s) moved by more than {tolerances.tolerance:.0%} "
+          f"(and more than {tolerances.min_change:g}) from {previous} to {current}")
+    for item in moved:
+        print(f"  {item}")
+    return EXIT_MOVED if moved else EXIT_PASS
+
+
+def _write(results: Path, combined: dict) -> None:
+    combined["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_json_atomic(results / "summary.json", combined)
+    html_report.write(results, combined)
+
+
+def format_combined(combined: dict) -> str:
+    lines = [f"nightly {combined['matrix']} shard {combined['shard']}"]
+    for name, cell in combined["cells"].items():
+        verdict = cell.get("verdict") or cell["status"].upper()
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(cell.get("counts", {}).items()))
+        lines.append(f"  {verdict:<6} {name}  {counts}  ({cell.get('seconds', 0):.0f}s)")
+        if cell.get("error"):
+            lines.append(f"         -> {cell['error']}")
+        for nodeid, test in cell.get("tests", {}).items():
+            if test["result"] in (FAIL, ERROR) and not cell.get("error"):
+                lines.append(f"         {test['result']} {nodeid.split('::', 1)[-1]}: "
+                             f"{test.get('message', '')}")
+    moved = combined.get("compare", {}).get("moved", [])
+    if "compare" in combined:
+        lines.append(f"compared with {combined['compare']['previous']}: "
+                     f"{len(moved)} figure(s) moved beyond the tolerance")
+        lines += [f"  {compare.Moved(**{k: m[k] for k in ('cell', 'test', 'figure', 'before', 'after')})}"
+                  for m in moved]
+    return "\n".join(lines)

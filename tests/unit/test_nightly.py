@@ -1,0 +1,185 @@
+"""Nightly matrices, the combined summary, --compare and the cell runner, without kernels."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import compare, matrix, nightly
+from harness.errors import UsageError
+from harness.options import PROJECT_ROOT
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_product_names_and_explicit_cells(tmp_path):
+    loaded = matrix.load(write(tmp_path, """
+defaults: {memory: 2G, timeout: 100}
+trees: {v6.12: "debian:6.12", git: "git:/src/linux@v6.12"}
+tests: {all: "", shrinker: shrinker}
+cells:
+  - {name: broken, tree: v6.12, series: v6.1, kconfig: [debug.config]}
+"""))
+    names = [cell.name for cell in loaded.cells]
+    assert names == ["v6.12-all", "v6.12-shrinker", "git-all", "git-shrinker", "broken"]
+    git_shrinker = loaded.cells[3]
+    assert git_shrinker.tree == "git:/src/linux@v6.12" and git_shrinker.tests == "shrinker"
+    assert git_shrinker.memory == "2G" and git_shrinker.timeout == 100
+    assert git_shrinker.kconfig is None and git_shrinker.series == "auto"
+    broken = loaded.cells[4]
+    assert broken.tree == "debian:6.12" and broken.kconfig == ("debug.config",)
+    assert broken.run_args()[:4] == ["--tree", "debian:6.12", "--series", "v6.1"]
+    assert "--kconfig" in broken.run_args() and "-k" not in broken.run_args()
+
+
+def test_shards_split_the_cells(tmp_path):
+    loaded = matrix.load(write(tmp_path, "trees: {a: x, b: y, c: z, d: w, e: v}\n"))
+    shards = [[c.name for c in loaded.shard(i, 2)] for i in (1, 2)]
+    assert shards == [["a", "c", "e"], ["b", "d"]]
+    assert matrix.parse_shard("2/3") == (2, 3)
+    for bad in ("0/2", "3/2"):
+        with pytest.raises(UsageError, match="--shard"):
+            loaded.shard(*matrix.parse_shard(bad))
+    with pytest.raises(UsageError, match="expected I/N"):
+        matrix.parse_shard("2")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("trees: {a: x}\ncell: []\n", "unknown key 'cell'"),
+    ("cells: [{name: a}]\n", "cell 1 needs a name and a tree"),
+    ("cells: [{name: a, tree: x, flavour: y}]\n", "cell 1: unknown key 'flavour'"),
+    ("trees: {a: x}\ncells: [{name: a, tree: x}]\n", "two cells are named 'a'"),
+    ("cells: [{name: 'a b', tree: x}]\n", "cell name 'a b'"),
+    ("trees: [a]\n", "'trees' must be a mapping"),
+    ("{}\n", "no cells"),
+    ("trees: {a: x}\ncompare: {figures: {splits: lots}}\n", "'splits' must be a number or 'ignore'"),
+    ("trees: {a: [\n", "not valid YAML"),
+])
+def test_matrix_mistakes_name_the_key(tmp_path, text, message):
+    with pytest.raises(UsageError, match=message):
+        matrix.load(write(tmp_path, text))
+
+
+def test_matrices_in_the_project_load():
+    files = sorted((PROJECT_ROOT / "matrices").glob("*.yaml"))
+    assert files
+    for path in files:
+        assert matrix.load(path).cells
+
+
+def test_classify_fail_from_error():
+    assert nightly.classify({"outcome": "passed"}) == "PASS"
+    assert nightly.classify({"outcome": "failed", "message": "AssertionError: 9 splits"}) == "FAIL"
+    assert nightly.classify({"outcome": "error", "message": "KernelCrash: kernel crashed while "
+                                                            "booting: Oops"}) == "FAIL"
+    assert nightly.classify({"outcome": "error", "message": "kernel could not be prepared "
+                                                            "(patch error, exit 242)"}) == "ERROR"
+    assert nightly.cell_verdict({"a": {"result": "PASS"}, "b": {"result": "ERROR"}}, None) == "ERROR"
+    assert nightly.cell_verdict({"a": {"result": "FAIL"}, "b": {"result": "ERROR"}}, None) == "FAIL"
+    assert nightly.cell_verdict({}, "timed out") == "ERROR"
+    assert nightly.cell_verdict({"a": {"result": "PASS"}}, None) == "PASS"
+
+
+def summary_with(figures: dict) -> dict:
+    return {"cells": {"c": {"tests": {"t.py::test_a": {"result": "PASS", "figures": figures}}}}}
+
+
+def test_compare_flags_moves_beyond_the_tolerance():
+    tolerances = matrix.Tolerances(0.2, 1.0, {"seconds": None})
+    before = summary_with({"splits": 5, "count": 1000, "small": 1, "seconds": 10, "flag": True})
+    after = summary_with({"splits": 7, "count": 1100, "small": 2, "seconds": 30, "flag": False})
+    moved = compare.moved_figures(after, before, tolerances)
+    assert [(m.figure, m.before, m.after, m.change) for m in moved] == [("splits", 5, 7, "+40%")]
+    assert "c: test_a: splits 5 -> 7 (+40%)" == str(moved[0])
+    assert compare.moved_figures(before, before, tolerances) == []
+    assert compare.moved_figures(summary_with({"x": 4}), summary_with({"x": 0}), tolerances)[0].change \
+        == "+4 (from 0)"
+
+
+def fake_run(tests: dict[str, dict], status: int = 0):
+    """A stand-in for run_cell that writes a cell summary like `pte-harness run` does."""
+    def run(cell, cell_dir):
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        (cell_dir / "run.log").write_text("fake\n")
+        (cell_dir / "summary.json").write_text(json.dumps({"kernel": {"version": "6.12"},
+                                                           "tests": tests[cell.name]}))
+        return status, False
+    return run
+
+
+def test_combined_summary_report_and_exit_status(tmp_path, monkeypatch):
+    path = write(tmp_path, "trees: {good: a, bad: b, broken: c}\n")
+    patch_error = "kernel could not be prepared (patch error, exit 242): patch 0001-x.patch does not apply"
+    monkeypatch.setattr(nightly, "run_cell", fake_run({
+        "good": {"t::a": {"outcome": "passed", "seconds": 1, "figures": {"splits": 5}}},
+        "bad": {"t::a": {"outcome": "failed", "seconds": 1, "message": "AssertionError: 80 splits"}},
+        "broken": {"t::a": {"outcome": "error", "seconds": 0, "message": patch_error},
+                   "t::b": {"outcome": "error", "seconds": 0, "message": patch_error}}}, status=1))
+    status = nightly.main(path, tmp_path / "r", None, None, None)
+    combined = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert status == nightly.EXIT_FAIL and combined["finished"] and combined["exit_status"] == 1
+    cells = combined["cells"]
+    assert cells["good"]["verdict"] == "PASS" and cells["good"]["tests"]["t::a"]["figures"] == {"splits": 5}
+    assert cells["bad"]["verdict"] == "FAIL"
+    assert cells["broken"]["verdict"] == "ERROR" and "0001-x.patch" in cells["broken"]["error"]
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "0001-x.patch" in page and "AssertionError: 80 splits" in page
+
+    again = nightly.main(path, tmp_path / "r2", "1/3", tmp_path / "r" / "summary.json", None)
+    assert again == nightly.EXIT_PASS  # only 'good', figures unchanged
+    assert json.loads((tmp_path / "r2" / "summary.json").read_text())["compare"]["moved"] == []
+
+
+def test_interrupted_run_leaves_a_summary_of_what_finished(tmp_path, monkeypatch):
+    path = write(tmp_path, "trees: {one: a, two: b, three: c}\n")
+    done = fake_run({"one": {"t::a": {"outcome": "passed", "seconds": 1}}})
+
+    def run(cell, cell_dir):
+        if cell.name == "two":
+            raise KeyboardInterrupt
+        return done(cell, cell_dir)
+    monkeypatch.setattr(nightly, "run_cell", run)
+    assert nightly.main(path, tmp_path / "r", None, None, None) == nightly.EXIT_INTERRUPTED
+    combined = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert not combined["finished"]
+    assert {n: c["status"] for n, c in combined["cells"].items()} == {
+        "one": "done", "two": "running", "three": "pending"}
+    assert "not finished (two, three)" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_cell_timeout_kills_the_process_group(tmp_path, monkeypatch):
+    marker = tmp_path / "child-alive"
+    child = f"import time; time.sleep(2); open({str(marker)!r}, 'w')"
+    script = (f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); "
+              "print('started', flush=True); time.sleep(60)")
+    monkeypatch.setattr(nightly, "cell_command", lambda cell, cell_dir: [sys.executable, "-c", script])
+    cell = matrix.Cell(name="slow", tree="x", timeout=1.0)
+    start = time.monotonic()
+    status, timed_out = nightly.run_cell(cell, tmp_path / "slow")
+    assert timed_out and status is None and time.monotonic() - start < 15
+    assert "started" in (tmp_path / "slow" / "run.log").read_text()
+    time.sleep(2.5)
+    assert not marker.exists()  # the grandchild died with the group
+    entry = nightly.collect(cell, tmp_path / "slow", status, timed_out, 1.0)
+    assert entry["verdict"] == "ERROR" and "timed out after 1s" in entry["error"]
+
+
+def test_compare_command(tmp_path, capsys):
+    from harness import cli
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "summary.json").write_text(json.dumps(summary_with({"splits": 5})))
+    (tmp_path / "new.json").write_text(json.dumps(summary_with({"splits": 9})))
+    assert cli.main(["compare", str(tmp_path / "new.json"), str(tmp_path / "old")]) == nightly.EXIT_MOVED
+    assert "splits 5 -> 9 (+80%)" in capsys.readouterr().out
+    assert cli.main(["compare", str(tmp_path / "new.json"), str(tmp_path / "old"),
+                     "--tolerance", "1.0"]) == nightly.EXIT_PASS
+    assert cli.main(["compare", str(tmp_path / "new.json"), str(tmp_path / "nope")]) == 240
+    assert "not a nightly summary.json" in capsys.readouterr().err
