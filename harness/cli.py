@@ -182,6 +182,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", help="check prerequisites and the KVM verdict").set_defaults(func=cmd_doctor)
     p = sub.add_parser("build", help="build (or reuse) the kernel; prints the bzImage path last")
     add_build_options(p)
+    add_transport_option(p.add_argument_group("guest"))  # ssh: the kernel with net.config
     p.set_defaults(func=cmd_build)
     p = sub.add_parser("exec", help="boot the guest and run a command in it")
     add_build_options(p)
