@@ -16,6 +16,8 @@ the cache counter differ by one).
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 import shlex
 import socket
 import time
@@ -90,15 +92,17 @@ def probe(port: int, timeout: float) -> tuple[socket.socket | None, str]:
     return None, why
 
 
-OUTPUT = "/tmp/.pte-harness-out.$$"  # the guest file holding a command's output
+def output_file() -> str:
+    """A fresh guest path for one command's output."""
+    return f"/tmp/.pte-harness-out.{secrets.token_hex(6)}"
 
 
-def wrap(command: str) -> str:
+def wrap(command: str, output: str) -> str:
     """What the guest's shell runs for ``command``: same PATH, cwd and stdin as serial;
-    the output sent when the command has ended, then its status."""
-    return (f"export PATH={GUEST_PATH}; cd /; _pteh_out={OUTPUT}; "
-            f"( {command}\n) </dev/null >$_pteh_out 2>&1; _pteh_status=$?; "
-            f"cat $_pteh_out; rm -f $_pteh_out; exit $_pteh_status")
+    the output (kept in the file ``output``) sent when the command has ended, then its status."""
+    return (f"export PATH={GUEST_PATH}; cd /; "
+            f"( {command}\n) </dev/null >{output} 2>&1; _pteh_status=$?; "
+            f"cat {output}; rm -f {output}; exit $_pteh_status")
 
 
 class SshGuest:
@@ -176,7 +180,7 @@ class SshGuest:
 
     def run(self, command: str, timeout: float = 60.0) -> CommandResult:
         start = time.monotonic()
-        output, status = self._exec(wrap(command), command, timeout)
+        output, status = self._exec(wrap(command, output_file()), command, timeout)
         text = output.decode(errors="replace")
         self._log(f"$ {command}\n{text}{'' if text.endswith(chr(10)) or not text else chr(10)}"
                   f"# exit {status}\n")
@@ -232,6 +236,7 @@ class SshGuest:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    chunks = chunks or self._partial_output(remote)
                     self.broken = f"timed out after {timeout:.0f}s waiting for {what!r} to finish"
                     raise GuestTimeout(self.broken, self._tails(chunks))
                 channel.settimeout(min(remaining, 0.5))
@@ -254,6 +259,17 @@ class SshGuest:
                 raise self._gone(f"the ssh connection closed while waiting for {what!r}", chunks)
             status = NO_STATUS  # the guest's shell itself was killed (exit-signal)
         return b"".join(chunks), status
+
+    def _partial_output(self, remote: str) -> list[bytes]:
+        """What a timed-out command has written so far (best effort, on a new channel)."""
+        match = re.search(r">(/tmp/\.pte-harness-out\.[0-9a-f]+) ", remote)
+        if not match:
+            return []
+        try:
+            output, _ = self._exec(f"cat {match.group(1)}", "reading the output so far", 3.0)
+        except HarnessError:
+            return []
+        return [output]
 
     def _gone(self, message: str, chunks: list[bytes] | None = None) -> GuestGone:
         self.broken = message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -34,6 +35,7 @@ class FakeSshd(paramiko.ServerInterface):
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
         self.first_output: list[float] = []  # when each exec sent its first byte
+        self.commands: list[str] = []
         self.transports: list[paramiko.Transport] = []
         self.stopping = False
         threading.Thread(target=self._serve, daemon=True).start()
@@ -73,7 +75,13 @@ class FakeSshd(paramiko.ServerInterface):
         threading.Thread(target=self._exec, args=(channel, command.decode()), daemon=True).start()
         return True
 
+    def output_files_left(self) -> list[str]:
+        files = [f for command in self.commands
+                 for f in re.findall(r">(/tmp/\.pte-harness-out\.\w+)", command)]
+        return [f for f in files if Path(f).exists()]
+
     def _exec(self, channel: paramiko.Channel, command: str) -> None:
+        self.commands.append(command)
         process = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -148,9 +156,10 @@ def test_put_get_byte_identical(guest, tmp_path):
 def test_command_timeout_breaks_guest(guest):
     start = time.monotonic()
     with pytest.raises(GuestTimeout, match="timed out after 1s") as info:
-        guest.run("sleep 10", timeout=1)
-    assert time.monotonic() - start < 3
+        guest.run("echo so far; sleep 10", timeout=1)
+    assert time.monotonic() - start < 5
     assert "kernel log tail" in str(info.value)
+    assert "--- command output (tail) ---\nso far\n" in str(info.value)  # read from the guest
     with pytest.raises(Exception, match="broken"):
         guest.run("true")
 
@@ -223,9 +232,10 @@ def test_no_agent_no_key_files_pinned_host(sshd, keys, monkeypatch):
 
 
 def test_wrap_keeps_serial_semantics():
-    wrapped = ssh.wrap("echo a # comment")
-    assert "( echo a # comment\n) </dev/null >$_pteh_out 2>&1;" in wrapped
+    wrapped = ssh.wrap("echo a # comment", "/tmp/out")
+    assert "( echo a # comment\n) </dev/null >/tmp/out 2>&1;" in wrapped
     assert "export PATH=/scripts:" in wrapped and "cd /;" in wrapped
+    assert ssh.output_file() != ssh.output_file()
 
 
 def test_output_sent_only_when_the_command_ends(guest, sshd):
@@ -234,5 +244,4 @@ def test_output_sent_only_when_the_command_ends(guest, sshd):
     result = guest.run("echo early; sleep 1; echo late")
     assert result.output == "early\nlate\n"
     assert sshd.first_output[-1] - start >= 1.0
-    pid = guest.run("echo $$").output.strip()
-    assert not Path(f"/tmp/.pte-harness-out.{pid}").exists()  # removed
+    assert not sshd.output_files_left()
