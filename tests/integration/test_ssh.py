@@ -141,6 +141,8 @@ def test_panic_over_ssh_is_a_crash(prepared):
 
 
 def test_command_timeout_over_ssh(prepared):
-    result = harness("exec", "--transport", "ssh", "--timeout", "3", "--", "sleep", "30")
+    result = harness("exec", "--transport", "ssh", "--timeout", "3", "--",
+                     "sh", "-c", "echo so far; sleep 30")
     assert result.returncode == 247, result.stderr
     assert "timed out after 3s" in result.stderr and "kernel log (tail)" in result.stderr
+    assert "--- command output (tail) ---\nso far\n" in result.stderr
