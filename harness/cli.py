@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from . import build, doctor, pipeline, vm
 from .cache import say
 from .errors import EXIT_STATUSES, HarnessError, UsageError
 from .options import Options, merge
+from .ssh import SshGuest, known_host
+from .vm import LOOPBACK
 
 
 def add_build_options(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +40,7 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cpus", type=int, help="guest CPUs (default 1; more need CONFIG_ACPI in a fragment)")
     group.add_argument("--cpu", help="QEMU -cpu model (default max)")
     group.add_argument("--append", help="extra kernel command-line arguments")
+    add_transport_option(group)
     group.add_argument("--boot-timeout", type=float, help="seconds to reach the guest shell (default 60)")
     group.add_argument("--timeout", type=float, help="seconds for the guest command (default 600)")
     group.add_argument("--print-qemu", action="store_true", help="print the QEMU command line")
@@ -44,10 +49,16 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
                        help="host program to copy into the guest with its libraries (repeatable)")
 
 
+def add_transport_option(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--transport", choices=["serial", "ssh"],
+                       help="how commands reach the guest: serial (default; a shell on ttyS1) "
+                            "or ssh (dropbear over virtio-net; builds with kconfigs/net.config)")
+
+
 def options_from(args: argparse.Namespace) -> Options:
     overrides = {name: getattr(args, name, None) for name in (
         "tree", "series", "base", "jobs", "build_dir", "accel", "memory", "cpus", "cpu", "append",
-        "boot_timeout", "timeout")}
+        "boot_timeout", "timeout", "transport")}
     if getattr(args, "kconfig", None) is not None:
         overrides["kconfig"] = tuple(args.kconfig)
     return merge(getattr(args, "config", None), overrides)
@@ -87,6 +98,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
     options = options_from(args)
     prepared = pipeline.prepare(options, tuple(args.program))
     run_dir = args.run_dir or pipeline.new_run_dir()
+    if options.transport == "ssh":
+        return ssh_shell(prepared, options, run_dir, args.print_qemu)
     boot = pipeline.boot_options(options)
     verdict = vm.choose_accel(boot.accel, prepared.build.image, prepared.initrd)
     config = vm.VmConfig(prepared.build.image, prepared.initrd, run_dir, accel=verdict.accel,
@@ -97,6 +110,32 @@ def cmd_shell(args: argparse.Namespace) -> int:
         say(f"QEMU command line: {config.shell_command()}")
     say(f"guest shell ({verdict.accel}); kernel log in {config.console_log}; 'exit' or Ctrl-a x ends it")
     return subprocess.run(config.command()).returncode
+
+
+def ssh_shell(prepared: pipeline.Prepared, options: Options, run_dir: Path,
+              print_qemu: bool) -> int:
+    """Boot an ssh guest and hand the terminal to OpenSSH's client, pinned to the guest's
+    host key, with this boot's client key in a private temporary directory."""
+    if shutil.which("ssh") is None:
+        raise UsageError("ssh not found: install openssh-client")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with pipeline.boot(prepared, options, run_dir) as session, \
+            tempfile.TemporaryDirectory(prefix="pte-harness-ssh-") as tmp:
+        if print_qemu:
+            say(f"QEMU command line: {session.config.shell_command()}")
+        assert isinstance(session.guest, SshGuest) and prepared.host_key
+        port = session.config.ssh_port
+        identity, known = Path(tmp) / "id_ed25519", Path(tmp) / "known_hosts"
+        identity.write_text(session.client_key.private_openssh)
+        identity.chmod(0o600)
+        known.write_text(f"{known_host(port)} {prepared.host_key.public}\n")
+        say(f"guest shell over ssh ({session.verdict.accel}, {known_host(port)}); kernel log in "
+            f"{session.config.console_log}; 'exit' ends it")
+        return subprocess.run(["ssh", "-p", str(port), "-i", str(identity),
+                               "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+                               "-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null",
+                               "-o", "StrictHostKeyChecking=yes", "-o", "ServerAliveInterval=5",
+                               f"root@{LOOPBACK}"]).returncode
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -130,7 +169,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
-    return bench.main(options_from(args), rounds=args.rounds, cold=not args.no_cold)
+    return bench.main(options_from(args), rounds=args.rounds, cold=not args.no_cold,
+                      ssh=not args.no_ssh)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -142,6 +182,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", help="check prerequisites and the KVM verdict").set_defaults(func=cmd_doctor)
     p = sub.add_parser("build", help="build (or reuse) the kernel; prints the bzImage path last")
     add_build_options(p)
+    add_transport_option(p.add_argument_group("guest"))  # ssh: the kernel with net.config
     p.set_defaults(func=cmd_build)
     p = sub.add_parser("exec", help="boot the guest and run a command in it")
     add_build_options(p)
@@ -157,6 +198,7 @@ def parser() -> argparse.ArgumentParser:
     group = p.add_argument_group("suite")
     group.add_argument("--accel", choices=["auto", "kvm", "tcg"], help="default auto")
     group.add_argument("--memory", help="guest memory (default 1G)")
+    add_transport_option(group)
     group.add_argument("-k", dest="keyword", metavar="EXPR", help="select tests (pytest -k)")
     group.add_argument("--results", type=Path, help="results directory (default results/<time>)")
     group.add_argument("--bisect-exit", action="store_true",
@@ -201,6 +243,8 @@ def parser() -> argparse.ArgumentParser:
     add_boot_options(p)
     p.add_argument("--rounds", type=int, default=5, help="boots per measurement (default 5)")
     p.add_argument("--no-cold", action="store_true", help="skip the cold build (about 2 minutes)")
+    p.add_argument("--no-ssh", action="store_true",
+                   help="skip boot-to-first-command over ssh (its kernel is another build)")
     p.set_defaults(func=cmd_bench)
     return top
 

@@ -47,6 +47,11 @@ def checks() -> list[Check]:
         _file("libelf headers", "/usr/include/libelf.h", "libelf-dev"),
         _file("openssl headers", "/usr/include/openssl/ssl.h", "libssl-dev"),
         _program("ccache", "ccache", required=False),
+        # --transport ssh only
+        Check("dropbear (for --transport ssh)", Path("/usr/sbin/dropbear").is_file(),
+              "/usr/sbin/dropbear", "apt-get install dropbear-bin", required=False),
+        _program("dropbearkey", "dropbear-bin", required=False),
+        _program("ssh", "openssh-client", required=False),
     ]
     return result
 

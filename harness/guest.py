@@ -6,10 +6,13 @@ The marker is typed split in two quotes, so an echo of the typed line never matc
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
+import shlex
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import pexpect
@@ -19,6 +22,7 @@ from .image import READY
 
 
 START_TIMEOUT = 30.0  # the shell echoes the begin marker at once when it is alive
+PUT_CHUNK = 48 * 1024  # bytes of a file per put command (as base64 lines of 76 characters)
 
 
 class GuestGone(HarnessError):
@@ -69,6 +73,27 @@ class Guest:
         result = CommandResult(command, status, output.replace("\r", ""),
                                time.monotonic() - start)
         return result
+
+    def put(self, local: Path, remote: str, timeout: float = 60.0) -> None:
+        """Copy a host file into the guest: base64 in here-documents, decoded by the guest's
+        base64 (lines stay short for the tty's line discipline)."""
+        data = Path(local).read_bytes()
+        target = shlex.quote(remote)
+        for offset in range(0, max(len(data), 1), PUT_CHUNK):
+            text = base64.encodebytes(data[offset:offset + PUT_CHUNK]).decode()
+            redirect = ">" if offset == 0 else ">>"
+            result = self.run(f"base64 -d {redirect} {target} <<'PTEH_EOF'\n{text}PTEH_EOF", timeout)
+            if result.status != 0:
+                raise HarnessError(f"put {local} -> guest {remote} failed (exit {result.status})",
+                                   result.output)
+
+    def get(self, remote: str, local: Path, timeout: float = 60.0) -> None:
+        """Copy a guest file to the host: the guest's base64 of it, decoded here."""
+        result = self.run(f"base64 {shlex.quote(remote)}", timeout)
+        if result.status != 0:
+            raise HarnessError(f"get guest {remote} -> {local} failed (exit {result.status})",
+                               result.output)
+        Path(local).write_bytes(base64.b64decode(result.output))
 
     def _expect(self, pattern: str, timeout: float, what: str) -> None:
         try:

@@ -16,11 +16,15 @@ from .errors import BuildError, UsageError
 
 READY = "PTE-HARNESS-READY"
 GUEST_SCRIPT_DIR = "/scripts"
+GUEST_PATH = f"{GUEST_SCRIPT_DIR}:/bin:/sbin:/usr/bin:/usr/sbin:/usr/local/bin"
+GUEST_HOST_KEY = "/etc/dropbear/dropbear_ed25519_host_key"
+GUEST_IP, GUEST_NET_PREFIX, HOST_IP = "10.0.2.15", 24, "10.0.2.2"  # QEMU user networking
+DROPBEAR = Path("/usr/sbin/dropbear")
 
 INIT = f"""#!/bin/busybox sh
 # pte-harness guest init: mount what the tests read, then serve a shell on ttyS1.
 /bin/busybox --install -s /bin
-export PATH={GUEST_SCRIPT_DIR}:/bin:/sbin:/usr/bin:/usr/sbin:/usr/local/bin
+export PATH={GUEST_PATH}
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -31,6 +35,28 @@ case " $(cat /proc/cmdline) " in
     # Benchmark reference: reach userspace, say so, power off.
     echo {READY} > /dev/ttyS0
     reboot -f ;;
+*" pte_harness.ssh "*)
+    # The ssh transport: lo and eth0 (QEMU user networking), the client key from the
+    # command line, dropbear on port 22 logging to the console. pte_harness.sshd=off
+    # leaves sshd out (the harness's own test of a guest whose sshd never starts).
+    mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+    ip link set lo up
+    ip addr add {GUEST_IP}/{GUEST_NET_PREFIX} dev eth0
+    ip link set eth0 up
+    ip route add default via {HOST_IP}
+    key=
+    for arg in $(cat /proc/cmdline); do
+        case $arg in pte_harness.authkey=*) key=${{arg#*=}} ;; esac
+    done
+    (umask 077; mkdir -p /root/.ssh; echo "ssh-ed25519 $key pte-harness" > /root/.ssh/authorized_keys)
+    case " $(cat /proc/cmdline) " in
+    *" pte_harness.sshd=off "*)
+        echo "pte-harness: sshd=off, dropbear not started"
+        while :; do sleep 3600; done ;;
+    esac
+    echo "pte-harness: starting dropbear"
+    dropbear -F -E -s -j -k -p 22 -r {GUEST_HOST_KEY} -P /tmp/dropbear.pid
+    echo "pte-harness: dropbear exited with status $?" ;;
 *" pte_harness.interactive "*)
     echo "pte-harness guest shell; 'exit' powers the guest off" > /dev/ttyS1
     setsid -c sh -l < /dev/ttyS1 > /dev/ttyS1 2>&1 ;;
@@ -44,12 +70,24 @@ reboot -f
 """
 
 
+# Files the ssh transport needs: an account for root with a shell, name-service files for
+# glibc (dropbear is linked against it), a profile giving login shells the guest PATH.
+SSH_FILES = {
+    "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
+    "etc/group": "root:x:0:\n",
+    "etc/shells": "/bin/sh\n",
+    "etc/nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\n",
+    "etc/profile": f"export PATH={GUEST_PATH}\n",
+}
+
+
 @dataclass(frozen=True)
 class ImageRequest:
     busybox: Path = Path("/bin/busybox")
     scripts: Path | None = None
     sources: Path | None = None  # *.c compiled statically into /usr/local/bin
     programs: tuple[Path, ...] = ()
+    host_key: Path | None = None  # a dropbear host key: the image serves ssh (dropbear in it)
 
 
 @dataclass(frozen=True)
@@ -130,23 +168,46 @@ def entries_for(request: ImageRequest) -> list[Entry]:
         for program in sorted(request.sources.glob("*.c")):
             entries.append(Entry(f"usr/local/bin/{program.stem}", stat.S_IFREG | 0o755,
                                  compile_static(program).read_bytes()))
+    programs = request.programs
+    if request.host_key is not None:
+        entries += ssh_entries(request.host_key)
+        programs = (*programs, DROPBEAR)
     seen = {e.name for e in entries}
-    for program in request.programs:
-        resolved = Path(shutil.which(str(program)) or program)
-        if not resolved.is_file():
-            raise UsageError(f"host program {program} not found")
-        for path in [resolved, *shared_libraries(resolved)]:
-            real = path.resolve()
-            parts = path.parent.relative_to("/").parts
-            for depth in range(1, len(parts) + 1):
-                directory = "/".join(parts[:depth])
-                if directory not in seen:
-                    seen.add(directory)
-                    entries.append(Entry(directory, stat.S_IFDIR | 0o755))
-            name = str(path.relative_to("/"))
-            if name not in seen:
-                seen.add(name)
-                entries.append(Entry(name, stat.S_IFREG | 0o755, real.read_bytes()))
+    for program in programs:
+        entries += program_entries(program, seen)
+    return entries
+
+
+def ssh_entries(host_key: Path) -> list[Entry]:
+    """The host key (mode 600), root's ~/.ssh (700; init writes authorized_keys) and SSH_FILES."""
+    if not DROPBEAR.is_file():
+        raise UsageError(f"{DROPBEAR} not found: install dropbear-bin")
+    entries = [Entry("etc/dropbear", stat.S_IFDIR | 0o700),
+               Entry(GUEST_HOST_KEY.strip("/"), stat.S_IFREG | 0o600, host_key.read_bytes()),
+               Entry("root/.ssh", stat.S_IFDIR | 0o700)]
+    entries += [Entry(name, stat.S_IFREG | 0o644, text.encode()) for name, text in SSH_FILES.items()]
+    return entries
+
+
+def program_entries(program: Path, seen: set[str]) -> list[Entry]:
+    """A host program with the libraries ldd names, and the directories they sit in
+    (names already in ``seen`` are skipped; ``seen`` is updated)."""
+    resolved = Path(shutil.which(str(program)) or program)
+    if not resolved.is_file():
+        raise UsageError(f"host program {program} not found")
+    entries = []
+    for path in [resolved, *shared_libraries(resolved)]:
+        real = path.resolve()
+        parts = path.parent.relative_to("/").parts
+        for depth in range(1, len(parts) + 1):
+            directory = "/".join(parts[:depth])
+            if directory not in seen:
+                seen.add(directory)
+                entries.append(Entry(directory, stat.S_IFDIR | 0o755))
+        name = str(path.relative_to("/"))
+        if name not in seen:
+            seen.add(name)
+            entries.append(Entry(name, stat.S_IFREG | 0o755, real.read_bytes()))
     return entries
 
 
@@ -157,6 +218,9 @@ def build_initramfs(request: ImageRequest) -> Path:
     path = subdir("initramfs") / (hashlib.sha256(data).hexdigest()[:32] + ".cpio")
     if not path.is_file():
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_bytes(data)
+        private = request.host_key is not None  # it holds a private key: this user's only
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
         os.replace(tmp, path)
     return path

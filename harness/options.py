@@ -20,6 +20,8 @@ GUEST_SOURCES = PROJECT_ROOT / "guest-src"
 DEFAULT_SERIES = "auto"
 BASE_FRAGMENT = "base.config"
 FEATURE_FRAGMENTS = ("pte-mapped.config", "debug.config")
+NET_FRAGMENT = "net.config"  # merged last when the guest is driven over ssh
+TRANSPORTS = ("serial", "ssh")
 FEATURE_MARKER = "config ARCH_WANTS_PTE_MAPPED_CACHE"  # in mm/Kconfig of a tree with the series
 
 
@@ -38,6 +40,12 @@ class Options:
     timeout: float = 600.0
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     build_dir: str | None = None  # None: one directory per build key in the cache
+    transport: str = "serial"  # serial: shell on ttyS1; ssh: dropbear over virtio-net
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise UsageError(f"transport must be one of {', '.join(TRANSPORTS)}, "
+                             f"not {self.transport!r}")
 
     def series_dir(self) -> Path | None:
         if self.series == "none":
@@ -77,8 +85,12 @@ class Options:
         return ()
 
     def fragment_paths(self) -> tuple[Path, ...]:
+        """base.config, the feature's (or the given) fragments, net.config for ssh."""
         extra = self.default_fragments() if self.kconfig is None else self.kconfig
-        return tuple(resolve_fragment(name) for name in (BASE_FRAGMENT, *extra))
+        names = [BASE_FRAGMENT, *extra]
+        if self.transport == "ssh" and NET_FRAGMENT not in names:
+            names.append(NET_FRAGMENT)
+        return tuple(resolve_fragment(name) for name in names)
 
 
 def _known_series() -> str:
@@ -98,6 +110,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "tree": (str,), "series": (str,), "base": (str,), "kconfig": (list,), "accel": (str,),
     "memory": (str,), "cpus": (int,), "cpu": (str,), "append": (str,),
     "boot_timeout": (int, float), "timeout": (int, float), "jobs": (int,), "build_dir": (str,),
+    "transport": (str,),
 }
 
 

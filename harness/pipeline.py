@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import build, image, source
+from . import build, image, source, sshkeys
 from .cache import subdir
 from .options import GUEST_SCRIPTS, GUEST_SOURCES, Options
 from .session import BootOptions, Session
@@ -17,6 +17,7 @@ from .session import BootOptions, Session
 class Prepared:
     build: build.BuildResult
     initrd: Path
+    host_key: sshkeys.HostKey | None = None  # ssh: the key the image's sshd serves
 
 
 def build_request(options: Options) -> build.BuildRequest:
@@ -27,10 +28,14 @@ def build_request(options: Options) -> build.BuildRequest:
 
 
 def prepare(options: Options, programs: tuple[Path, ...] = ()) -> Prepared:
+    """The kernel and initramfs; for ssh, with the build's host key (kept beside the build)."""
     result = build.build(build_request(options))
-    initrd = image.build_initramfs(image.ImageRequest(scripts=GUEST_SCRIPTS, sources=GUEST_SOURCES,
-                                                        programs=programs))
-    return Prepared(result, initrd)
+    host_key = (sshkeys.host_key(result.build_dir / "ssh") if options.transport == "ssh"
+                else None)
+    initrd = image.build_initramfs(image.ImageRequest(
+        scripts=GUEST_SCRIPTS, sources=GUEST_SOURCES, programs=programs,
+        host_key=host_key.private if host_key else None))
+    return Prepared(result, initrd, host_key)
 
 
 def new_run_dir(parent: Path | None = None) -> Path:
@@ -43,10 +48,10 @@ def new_run_dir(parent: Path | None = None) -> Path:
 def boot_options(options: Options, append: str = "") -> BootOptions:
     return BootOptions(accel=options.accel, memory=options.memory, cpus=options.cpus,
                        cpu=options.cpu, append=f"{options.append} {append}".strip(),
-                       boot_timeout=options.boot_timeout)
+                       boot_timeout=options.boot_timeout, transport=options.transport)
 
 
 def boot(prepared: Prepared, options: Options, run_dir: Path | None = None,
          append: str = "") -> Session:
     return Session(prepared.build.image, prepared.initrd, run_dir or new_run_dir(),
-                   boot_options(options, append))
+                   boot_options(options, append), prepared.host_key)

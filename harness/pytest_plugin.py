@@ -1,7 +1,7 @@
 """pytest plugin (entry point ``pytest11``): kernel and guest fixtures for kernel tests.
 
 Options (each with an environment fallback): --kernel-tree, --series, --kconfig, --accel,
---guest-mem, --results. The kernel is built once per session; a build failure is raised
+--guest-mem, --results, --transport (serial or ssh). The kernel is built once per session; a build failure is raised
 (cached by pytest) for every test that needs it. Each test gets freshly booted guests whose
 console logs are kept under the results directory and attached to the JUnit report; a test
 whose kernel log shows a warning, oops, BUG or lockdep report fails.
@@ -33,7 +33,7 @@ BOOT_FAILURES = pytest.StashKey[dict[str, HarnessError]]()  # kernel arguments -
 ENV = {"kernel_tree": "PTE_HARNESS_TREE", "series": "PTE_HARNESS_SERIES",
        "kconfig": "PTE_HARNESS_KCONFIG", "accel": "PTE_HARNESS_ACCEL",
        "guest_mem": "PTE_HARNESS_GUEST_MEM", "results": "PTE_HARNESS_RESULTS",
-       "build_dir": "PTE_HARNESS_BUILD_DIR"}
+       "build_dir": "PTE_HARNESS_BUILD_DIR", "transport": "PTE_HARNESS_TRANSPORT"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,6 +46,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--guest-mem", help=f"guest memory, default 1G [{ENV['guest_mem']}]")
     group.addoption("--build-dir", help=f"fixed, incremental build directory [{ENV['build_dir']}]")
     group.addoption("--results", help=f"results directory, default ./results [{ENV['results']}]")
+    group.addoption("--transport", choices=["serial", "ssh"],
+                    help=f"how commands reach the guest, default serial [{ENV['transport']}]")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,7 +71,7 @@ def options_from_config(config: pytest.Config) -> Options:
         kconfig = os.environ[ENV["kconfig"]].split()
     values = {"tree": _option(config, "kernel_tree"), "series": _option(config, "series"),
               "accel": _option(config, "accel"), "memory": _option(config, "guest_mem"),
-              "build_dir": _option(config, "build_dir")}
+              "build_dir": _option(config, "build_dir"), "transport": _option(config, "transport")}
     options = replace(Options(), **{k: v for k, v in values.items() if v is not None})
     if kconfig:
         options = replace(options, kconfig=(*options.default_fragments(), *kconfig))
@@ -181,7 +183,7 @@ class Recorder:
             entry["outcome"] = "skipped"
         props = dict(report.user_properties)
         figures = {k: json.loads(v) for k, v in props.items()
-                   if not k.startswith(("console", MAP_PREFIX))}
+                   if not k.startswith(("console", "transport", MAP_PREFIX))}
         if figures:
             entry.setdefault("figures", {}).update(figures)
         maps = {k[len(MAP_PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(MAP_PREFIX)}
@@ -190,6 +192,9 @@ class Recorder:
         consoles = [v for k, v in props.items() if k.startswith("console")]
         if consoles:
             entry["consoles"] = consoles
+        transports = [v for k, v in props.items() if k.startswith("transport")]
+        if transports:
+            entry["transports"] = transports
 
 
 RECORDER = pytest.StashKey[Recorder]()
@@ -215,7 +220,8 @@ def write_summary(config: pytest.Config, exitstatus: int | None) -> None:
         return
     results = Path(_option(config, "results") or "results").resolve()
     kernel = config.stash.get(KERNEL_INFO, None)  # None: the kernel could not be built
-    summary = {"kernel": kernel, "finished": exitstatus is not None, "exit_status": exitstatus,
+    summary = {"kernel": kernel, "transport": options_from_config(config).transport,
+               "finished": exitstatus is not None, "exit_status": exitstatus,
                "tests": config.stash[RECORDER].outcomes}
     write_json_atomic(results / "summary.json", summary)
 
@@ -229,6 +235,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     sessions = item.stash.get(SESSIONS, [])
     for index, session in enumerate(sessions):
         report.user_properties.append((f"console{index}", str(session.config.console_log)))
+        report.user_properties.append((f"transport{index}", session.transport))
         for label, runs in session.direct_maps.items():
             append = session.config.append
             name = f"{MAP_PREFIX}boot{index}" + (f" ({append})" if append else "")

@@ -21,7 +21,8 @@ def pytest_args(options: Options, results: Path, keyword: str | None) -> list[st
     args = [str(SUITE), "-p", "no:cacheprovider", "-q", "-rfE",
             f"--junitxml={results / 'junit.xml'}", f"--results={results}",
             f"--kernel-tree={options.tree}", f"--series={options.series}",
-            f"--accel={options.accel}", f"--guest-mem={options.memory}"]
+            f"--accel={options.accel}", f"--guest-mem={options.memory}",
+            f"--transport={options.transport}"]
     if options.build_dir:
         args.append(f"--build-dir={options.build_dir}")
     for fragment in options.kconfig or ():
@@ -34,7 +35,7 @@ def pytest_args(options: Options, results: Path, keyword: str | None) -> list[st
 def format_summary(summary: dict) -> str:
     kernel = summary.get("kernel") or {}
     lines = [f"kernel {kernel.get('version', '?')} from {kernel.get('tree', '?')}, "
-             f"series {kernel.get('series', '?')}"]
+             f"series {kernel.get('series', '?')}, transport {summary.get('transport', 'serial')}"]
     counts: dict[str, int] = {}
     for nodeid, entry in summary.get("tests", {}).items():
         outcome = entry["outcome"]

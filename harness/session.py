@@ -1,4 +1,5 @@
-"""A booted guest: QEMU + control shell + crash checks, as one object with ``run()``."""
+"""A booted guest: QEMU + control shell (serial) or sshd (ssh) + crash checks, as one
+object with ``run()``, ``put()`` and ``get()``; the kernel log is on ttyS0 either way."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import pexpect.fdpexpect
 
 from . import crash, vm
 from .cache import say
-from .errors import BootError, GuestTimeout, KernelCrash
+from .errors import BootError, GuestTimeout, KernelCrash, UsageError
 from .guest import CommandResult, Guest, GuestGone
+from .ssh import SshGuest
+from .sshkeys import HostKey, new_client_key
+
+TRANSPORTS = ("serial", "ssh")
 
 
 _announced: set[vm.AccelVerdict] = set()
@@ -25,32 +30,57 @@ class BootOptions:
     cpu: str = "max"
     append: str = ""
     boot_timeout: float = 60.0
+    transport: str = "serial"
 
 
 class Session:
-    """Use as a context manager; the VM is stopped on exit, logs stay in ``run_dir``."""
+    """Use as a context manager; the VM is stopped on exit, logs stay in ``run_dir``.
 
-    def __init__(self, kernel: Path, initrd: Path, run_dir: Path, options: BootOptions) -> None:
+    ``host_key`` (ssh only) is the key the guest's image serves; the boot has to show it."""
+
+    def __init__(self, kernel: Path, initrd: Path, run_dir: Path, options: BootOptions,
+                 host_key: HostKey | None = None) -> None:
+        if options.transport not in TRANSPORTS:
+            raise UsageError(f"transport must be serial or ssh, not {options.transport!r}")
+        if options.transport == "ssh" and host_key is None:
+            raise UsageError("the ssh transport needs an image built for it (a host key)")
         self.run_dir = run_dir
+        self.transport = options.transport
         self.direct_maps: dict[str, list] = {}  # label -> DirectMap.strip(), for the report
         self.verdict = vm.choose_accel(options.accel, kernel, initrd)
         if options.accel == "auto" and self.verdict not in _announced:
             _announced.add(self.verdict)
             say(f"accelerator: {self.verdict.accel} ({self.verdict.reason})")
+        client_key = new_client_key() if options.transport == "ssh" else None
+        self.client_key = client_key
         self.config = vm.VmConfig(kernel, initrd, run_dir, accel=self.verdict.accel,
                                   memory=options.memory, cpus=options.cpus, cpu=options.cpu,
-                                  append=options.append)
+                                  append=options.append,
+                                  mode="ssh" if client_key else "control",
+                                  ssh_authkey=client_key.public_blob if client_key else "")
         self.qemu = vm.start(self.config)
-        channel = pexpect.fdpexpect.fdspawn(self.qemu.channel.fileno(), encoding="utf-8",
-                                            codec_errors="replace")
+        self.config = self.qemu.config  # with the forward port chosen
         self._control_log = (run_dir / "control.log").open("w")
-        channel.logfile_read = self._control_log
-        self.guest = Guest(channel, context=self.console_tail)
+        self.guest: Guest | SshGuest | None = None
         try:
-            self.guest.wait_ready(options.boot_timeout)
+            if client_key and host_key:
+                self.guest = SshGuest.connect(
+                    self.config.ssh_port, host_key, client_key, options.boot_timeout,
+                    alive=lambda: self.qemu.exited() is None, context=self.console_tail,
+                    log=self._control_log)
+            else:
+                assert self.qemu.channel is not None
+                channel = pexpect.fdpexpect.fdspawn(self.qemu.channel.fileno(), encoding="utf-8",
+                                                    codec_errors="replace")
+                channel.logfile_read = self._control_log
+                self.guest = Guest(channel, context=self.console_tail)
+                self.guest.wait_ready(options.boot_timeout)
         except (GuestGone, GuestTimeout) as exc:
             self.close()
             raise self._explain(exc, "while booting") from None
+        except BaseException:
+            self.close()
+            raise
 
     def __enter__(self) -> Session:
         return self
@@ -72,9 +102,27 @@ class Session:
 
     def run(self, command: str, timeout: float = 60.0) -> CommandResult:
         try:
-            return self.guest.run(command, timeout)
+            return self._guest().run(command, timeout)
         except (GuestGone, GuestTimeout) as exc:
             raise self._explain(exc, f"running {command!r}") from None
+
+    def put(self, local: Path, remote: str, timeout: float = 60.0) -> None:
+        """Copy a host file into the guest (ssh: over a channel; serial: base64 on the shell)."""
+        try:
+            self._guest().put(local, remote, timeout)
+        except (GuestGone, GuestTimeout) as exc:
+            raise self._explain(exc, f"copying {local} to {remote}") from None
+
+    def get(self, remote: str, local: Path, timeout: float = 60.0) -> None:
+        """Copy a guest file to the host."""
+        try:
+            self._guest().get(remote, local, timeout)
+        except (GuestGone, GuestTimeout) as exc:
+            raise self._explain(exc, f"copying {remote} to {local}") from None
+
+    def _guest(self) -> Guest | SshGuest:
+        assert self.guest is not None
+        return self.guest
 
     def check(self) -> None:
         """Raise KernelCrash if the kernel log holds any report so far."""
@@ -109,6 +157,8 @@ class Session:
             time.sleep(0.02)
 
     def close(self) -> None:
+        if isinstance(self.guest, SshGuest):
+            self.guest.close()
         self.qemu.stop()
         if not self._control_log.closed:
             self._control_log.close()

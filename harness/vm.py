@@ -10,7 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .cache import read_json, subdir, write_json_atomic
@@ -19,6 +19,8 @@ from .image import READY
 
 BASE_APPEND = "console=ttyS0 panic=-1 nopti no5lvl"
 PROBE_TIMEOUT = 8.0
+LOOPBACK = "127.0.0.1"
+PORT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,10 @@ class VmConfig:
     cpu: str = "max"
     append: str = ""
     qemu: str = "qemu-system-x86_64"
-    mode: str = "control"  # control: shell on a socket; interactive: on stdio; bare: none
+    mode: str = "control"  # control: shell on a socket; interactive: on stdio; bare: none;
+    # ssh: no shell on a serial port, sshd behind a host port forward
+    ssh_port: int = 0  # ssh: the host port forwarded to the guest's port 22 (127.0.0.1 only)
+    ssh_authkey: str = ""  # ssh: base64 of the client's ed25519 public key
 
     @property
     def console_log(self) -> Path:
@@ -46,7 +51,8 @@ class VmConfig:
 
     def kernel_cmdline(self) -> str:
         extra = {"control": "", "interactive": " pte_harness.interactive",
-                 "bare": " pte_harness.bare"}[self.mode]
+                 "bare": " pte_harness.bare",
+                 "ssh": f" pte_harness.ssh pte_harness.authkey={self.ssh_authkey}"}[self.mode]
         return f"{BASE_APPEND}{extra} {self.append}".strip()
 
     def command(self) -> list[str]:
@@ -57,6 +63,8 @@ class VmConfig:
                         "-serial", "chardev:ctl"],
             "interactive": ["-serial", "stdio"],
             "bare": [],
+            "ssh": ["-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:{LOOPBACK}:{self.ssh_port}-:22",
+                    "-device", "virtio-net-pci,netdev=n0,romfile="],
         }[self.mode]
         return [
             self.qemu, "-accel", self.accel, "-cpu", self.cpu, "-m", self.memory,
@@ -77,7 +85,7 @@ class Qemu:
 
     config: VmConfig
     process: subprocess.Popen
-    channel: socket.socket
+    channel: socket.socket | None  # None for an ssh guest
     started: float = field(default_factory=time.monotonic)
 
     def stderr_text(self) -> str:
@@ -90,7 +98,8 @@ class Qemu:
         return self.process.poll()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self.channel.close()
+        if self.channel is not None:
+            self.channel.close()
         self.config.control_socket.unlink(missing_ok=True)
         if self.process.poll() is None:
             self.process.terminate()
@@ -102,10 +111,74 @@ class Qemu:
 
 
 def start(config: VmConfig, connect_timeout: float = 10.0) -> Qemu:
-    """Start QEMU and connect to its control socket; QEMU's own errors become BootError."""
+    """Start QEMU and connect to its control socket; QEMU's own errors become BootError.
+
+    An ssh guest gets a free loopback port: one the kernel just handed out, tried again
+    with another when QEMU finds it taken in between (it names the port and exits)."""
     if shutil.which(config.qemu) is None:
         raise UsageError(f"{config.qemu} not found: install qemu-system-x86")
     config.run_dir.mkdir(parents=True, exist_ok=True)
+    if config.mode != "ssh":
+        return _start(config, connect_timeout)
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        candidate = replace(config, ssh_port=config.ssh_port or free_port())
+        try:
+            return _start(candidate, connect_timeout)
+        except PortTaken:
+            if config.ssh_port or attempt == PORT_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(BootError):
+    """QEMU could not listen on the chosen forward port."""
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (bound and released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def listening(pid: int) -> list[tuple[str, int]]:
+    """The TCP (IPv4 and IPv6) addresses process ``pid`` listens on, from /proc."""
+    inodes = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return []
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: TCP_LISTEN
+                found.append(parse_proc_address(fields[1]))
+    return found
+
+
+def parse_proc_address(text: str) -> tuple[str, int]:
+    """``0100007F:1F90`` (/proc/net/tcp, host byte order) -> ("127.0.0.1", 8080)."""
+    address, port = text.split(":")
+    raw = bytes.fromhex(address)
+    if len(raw) == 4:
+        host = socket.inet_ntop(socket.AF_INET, raw[::-1])
+    else:
+        host = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+    return host, int(port, 16)
+
+
+def _start(config: VmConfig, connect_timeout: float) -> Qemu:
     config.control_socket.unlink(missing_ok=True)
     (config.run_dir / "qemu-cmdline.txt").write_text(config.shell_command() + "\n")
     stderr = (config.run_dir / "qemu-stderr.log").open("w")
@@ -116,9 +189,13 @@ def start(config: VmConfig, connect_timeout: float = 10.0) -> Qemu:
     while True:
         if process.poll() is not None:
             text = (config.run_dir / "qemu-stderr.log").read_text(errors="replace")
-            raise BootError(f"QEMU exited at once (status {process.returncode})",
-                            f"{text.strip()}\ncommand: {config.shell_command()}")
-        if config.control_socket.exists():
+            error = PortTaken if "host forwarding rule" in text else BootError
+            raise error(f"QEMU exited at once (status {process.returncode})",
+                        f"{text.strip()}\ncommand: {config.shell_command()}")
+        if config.mode == "ssh":
+            if (LOOPBACK, config.ssh_port) in listening(process.pid):
+                return Qemu(config, process, None)
+        elif config.control_socket.exists():
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.connect(str(config.control_socket))
@@ -128,7 +205,9 @@ def start(config: VmConfig, connect_timeout: float = 10.0) -> Qemu:
         if time.monotonic() > deadline:
             process.kill()
             process.wait()
-            raise BootError(f"QEMU did not open its control socket within {connect_timeout:.0f}s",
+            what = (f"listen on {LOOPBACK}:{config.ssh_port}" if config.mode == "ssh"
+                    else "open its control socket")
+            raise BootError(f"QEMU did not {what} within {connect_timeout:.0f}s",
                             f"command: {config.shell_command()}")
         time.sleep(0.01)
 

@@ -60,3 +60,24 @@ def test_eof_is_guest_gone():
     g.wait_ready(10)
     with pytest.raises(GuestGone, match="control channel closed"):
         g.run("kill -9 $$; sleep 5")
+
+
+@pytest.mark.parametrize("shell", ["sh", "busybox sh"])
+def test_put_get_byte_identical(shell, tmp_path):
+    """Over a tty without echo, as the guest's init sets up ttyS1."""
+    import os
+    from harness import guest as guest_module
+    argv = shell.split() + ["-c", f"stty -echo -onlcr; echo {READY}; exec sh"]
+    child = pexpect.spawn(shutil.which(argv[0]), argv[1:], encoding="utf-8",
+                          env={"PATH": "/usr/bin:/bin"})
+    guest = Guest(child)
+    guest.wait_ready(10)
+    data = os.urandom(guest_module.PUT_CHUNK * 2 + 1000) + bytes(range(256))
+    (tmp_path / "a").write_bytes(data)
+    guest.put(tmp_path / "a", str(tmp_path / "remote file"))
+    guest.get(str(tmp_path / "remote file"), tmp_path / "b")
+    assert (tmp_path / "b").read_bytes() == data
+    (tmp_path / "empty").write_bytes(b"")
+    guest.put(tmp_path / "empty", str(tmp_path / "e"))
+    assert (tmp_path / "e").read_bytes() == b""
+    child.close(force=True)

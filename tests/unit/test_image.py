@@ -51,3 +51,40 @@ def test_guest_source_compile_error_named(cache, tmp_path):
     (tmp_path / "bad.c").write_text("int main(void) { return x; }\n")
     with pytest.raises(BuildError, match="bad.c does not compile"):
         image.compile_static(tmp_path / "bad.c")
+
+
+def test_ssh_image(cache, tmp_path):
+    key = tmp_path / "hostkey"
+    key.write_bytes(b"secret host key")
+    path = image.build_initramfs(image.ImageRequest(host_key=key))
+    assert path.stat().st_mode & 0o777 == 0o600  # holds a private key
+    listing = subprocess.run(["cpio", "-itv"], stdin=path.open("rb"), capture_output=True).stdout.decode()
+    modes = {line.split()[-1]: line.split()[0] for line in listing.splitlines()}
+    assert modes["etc/dropbear/dropbear_ed25519_host_key"] == "-rw-------"
+    assert modes["root/.ssh"] == "drwx------" and modes["etc/dropbear"] == "drwx------"
+    assert "usr/sbin/dropbear" in modes and any("libtomcrypt" in n for n in modes)
+    for name in ["etc/passwd", "etc/group", "etc/shells", "etc/nsswitch.conf", "etc/profile"]:
+        assert name in modes
+    out = tmp_path / "x"
+    out.mkdir()
+    subprocess.run(["cpio", "-id", "--quiet", "etc/passwd", "etc/dropbear/*"], stdin=path.open("rb"),
+                   cwd=out, check=True)
+    assert (out / "etc/passwd").read_text().startswith("root:x:0:0:root:/root:/bin/sh")
+    assert (out / "etc/dropbear/dropbear_ed25519_host_key").read_bytes() == b"secret host key"
+
+
+def test_serial_image_has_no_ssh(cache, tmp_path):
+    path = image.build_initramfs(image.ImageRequest())
+    names = subprocess.run(["cpio", "-it"], stdin=path.open("rb"), capture_output=True).stdout.decode().split()
+    assert "usr/sbin/dropbear" not in names and "etc/dropbear" not in names
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_init_ssh_branch():
+    init = image.INIT
+    branch = init[init.index('*" pte_harness.ssh "*)'):init.index('*" pte_harness.interactive "*)')]
+    for part in ["mount -t devpts", "ip link set lo up", "ip addr add 10.0.2.15/24 dev eth0",
+                 "ip link set eth0 up", "pte_harness.authkey=*", "umask 077",
+                 "/root/.ssh/authorized_keys", "dropbear -F -E -s",
+                 "-r /etc/dropbear/dropbear_ed25519_host_key", "pte_harness.sshd=off"]:
+        assert part in branch, part

@@ -68,6 +68,36 @@ def test_release_of_git_tree_reads_makefile_at_ref(fake_tree):
     assert source.release(source.parse_spec(f"git:{fake_tree}@HEAD")) == "6.1"
 
 
+def test_ssh_adds_net_fragment_last():
+    serial = options.Options().fragment_paths()
+    ssh = options.Options(transport="ssh").fragment_paths()
+    assert [p.name for p in serial] == ["base.config", "pte-mapped.config", "debug.config"]
+    assert [p.name for p in ssh] == ["base.config", "pte-mapped.config", "debug.config", "net.config"]
+    assert [p.name for p in options.Options(series="none", transport="ssh").fragment_paths()] == \
+        ["base.config", "net.config"]
+
+
+def test_ssh_build_key_differs(cache, fake_tree):
+    from harness import build, kconfig, source
+
+    def key(transport):
+        opts = options.Options(tree=str(fake_tree), series="none", transport=transport)
+        request = build.BuildRequest(source.parse_spec(opts.tree), None, fragments=opts.fragment_paths())
+        fragments = [kconfig.load_fragment(p) for p in request.fragments]
+        return build.build_key(request, source.identify(request.tree), None, fragments)
+
+    assert key("serial") != key("ssh")
+    assert key("serial") == key("serial")
+
+
+def test_transport_checked(tmp_path):
+    with pytest.raises(UsageError, match="transport must be one of serial, ssh"):
+        options.Options(transport="telnet")
+    path = tmp_path / "o.yaml"
+    path.write_text("transport: ssh\n")
+    assert options.merge(path, {}).transport == "ssh"
+
+
 def _carry_feature(tree):
     (tree / "mm" / "Kconfig").write_text(f"config MMU\n\tbool\n\n{options.FEATURE_MARKER}\n\tbool\n")
 

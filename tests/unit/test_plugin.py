@@ -43,6 +43,25 @@ def test_environment_fallbacks(pytester, monkeypatch, tmp_path):
     pytester.runpytest_inprocess("--accel=tcg").assert_outcomes(passed=1)
 
 
+def test_transport_option_and_fallback(pytester, monkeypatch):
+    pytester.makepyfile(test_t="""
+        def test_opts(harness_options):
+            assert harness_options.transport == "ssh"
+            assert harness_options.fragment_paths()[-1].name == "net.config"
+    """)
+    monkeypatch.setenv("PTE_HARNESS_TRANSPORT", "ssh")
+    pytester.runpytest_inprocess().assert_outcomes(passed=1)
+    monkeypatch.setenv("PTE_HARNESS_TRANSPORT", "serial")
+    pytester.runpytest_inprocess("--transport=ssh").assert_outcomes(passed=1)
+
+
+def test_run_passes_transport(tmp_path):
+    from harness.options import Options
+    args = report.pytest_args(Options(transport="ssh"), tmp_path, "shrinker")
+    assert "--transport=ssh" in args
+    assert "--transport=serial" in report.pytest_args(Options(), tmp_path, None)
+
+
 def test_markers_registered(pytester):
     pytester.makepyfile(test_z="""
         import pytest
@@ -65,6 +84,7 @@ def test_format_summary():
     assert "PASSED  test_a  (1.5s)" in text and "splits = 5" in text
     assert "FAILED  test_b" in text and "-> AssertionError: 9 > 5" in text
     assert text.endswith("1 failed, 1 passed")
+    assert "transport serial" in text.splitlines()[0]
 
 
 @pytest.mark.parametrize("status, tests, kernel, verdict", [

@@ -88,3 +88,75 @@ def test_auto_probe_boots_and_caches(cache, tmp_path, monkeypatch, body, accel):
     assert time.monotonic() - start < 5
     cached = vm.choose_accel("auto", tmp_path / "k", tmp_path / "i", qemu=qemu, probe_timeout=1.5)
     assert cached.accel == accel and "cached" in cached.reason
+
+
+def test_ssh_command_line(tmp_path):
+    cfg = config(tmp_path, mode="ssh", ssh_port=40022, ssh_authkey="AAAAkey")
+    command = cfg.command()
+    assert "-chardev" not in command and command.count("-serial") == 1  # kernel log only
+    netdev = command[command.index("-netdev") + 1]
+    assert netdev == "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22"
+    assert command[command.index("-device") + 1] == "virtio-net-pci,netdev=n0,romfile="
+    append = command[command.index("-append") + 1]
+    assert " pte_harness.ssh pte_harness.authkey=AAAAkey" in append
+
+
+def test_serial_command_line_has_no_network(tmp_path):
+    command = config(tmp_path).command()
+    assert "-netdev" not in command and "-device" not in command
+    assert "pte_harness.ssh" not in command[command.index("-append") + 1]
+
+
+def test_parse_proc_address():
+    assert vm.parse_proc_address("0100007F:1F90") == ("127.0.0.1", 8080)
+    assert vm.parse_proc_address("00000000:0016") == ("0.0.0.0", 22)
+    assert vm.parse_proc_address("00000000000000000000000001000000:0016") == ("::1", 22)
+
+
+def test_listening_finds_own_socket():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert ("127.0.0.1", port) in vm.listening(os.getpid())
+    assert ("127.0.0.1", port) not in vm.listening(os.getpid())
+
+
+# A fake QEMU that listens where its -netdev hostfwd says, or fails like QEMU when told to.
+LISTENS = ("import re, socket\n"
+           "netdev = args[args.index('-netdev') + 1]\n"
+           "port = int(re.search(r'127.0.0.1:(\\d+)-', netdev).group(1))\n"
+           "if port in TAKEN:\n"
+           "    sys.stderr.write(f\"qemu: -netdev {netdev}: Could not set up host forwarding rule 'tcp:127.0.0.1:{port}-:22'\\n\"); sys.exit(1)\n"
+           "s = socket.socket(); s.bind(('127.0.0.1', port)); s.listen(); time.sleep(60)\n")
+
+
+def test_ssh_start_waits_for_forward(tmp_path):
+    qemu = fake_qemu(tmp_path, "TAKEN = ()\n" + LISTENS)
+    started = vm.start(config(tmp_path, qemu=qemu, mode="ssh"))
+    try:
+        port = started.config.ssh_port
+        assert port > 0 and started.channel is None
+        assert ("127.0.0.1", port) in vm.listening(started.process.pid)
+        assert f"127.0.0.1:{port}-:22" in (tmp_path / "run" / "qemu-cmdline.txt").read_text()
+    finally:
+        started.stop()
+
+
+def test_ssh_start_retries_a_taken_port(tmp_path, monkeypatch):
+    ports = iter([41001, 41002, 41003])
+    monkeypatch.setattr(vm, "free_port", lambda: next(ports))
+    qemu = fake_qemu(tmp_path, "TAKEN = (41001, 41002)\n" + LISTENS)
+    started = vm.start(config(tmp_path, qemu=qemu, mode="ssh"))
+    try:
+        assert started.config.ssh_port == 41003
+    finally:
+        started.stop()
+
+
+def test_ssh_fixed_port_taken_is_an_error(tmp_path):
+    qemu = fake_qemu(tmp_path, "TAKEN = (41005,)\n" + LISTENS)
+    with pytest.raises(BootError, match="QEMU exited at once") as info:
+        vm.start(config(tmp_path, qemu=qemu, mode="ssh", ssh_port=41005))
+    assert "host forwarding rule" in str(info.value)
