@@ -53,7 +53,10 @@ class FakeSshd(paramiko.ServerInterface):
             transport = paramiko.Transport(conn)
             transport.add_server_key(self.host.pkey)
             self.transports.append(transport)
-            transport.start_server(server=self)
+            try:
+                transport.start_server(server=self)
+            except paramiko.SSHException:  # the client went away mid-negotiation
+                transport.close()
 
     def close(self) -> None:
         self.stopping = True
