@@ -1,6 +1,6 @@
 """Nightly matrix files: trees x series x config fragments x tests, each cell with a name.
 
-    defaults: {accel: auto, memory: 1G, timeout: 3600}  # optional, for every cell
+    defaults: {accel: auto, memory: 1G, transport: serial, timeout: 3600}  # for every cell
     trees: {v6.12: "debian:6.12", v6.1: "debian:6.1"}   # name: tree spec (an axis)
     series: {auto: auto}                                # optional axis (default: auto)
     configs: {feature: null, lean: [pte-mapped.config]} # optional axis; null: default set
@@ -25,7 +25,8 @@ from .errors import UsageError
 from .options import read_yaml
 
 TOP_KEYS = {"defaults", "trees", "series", "configs", "tests", "cells", "compare"}
-CELL_KEYS = {"name", "tree", "series", "kconfig", "tests", "accel", "memory", "timeout"}
+CELL_KEYS = {"name", "tree", "series", "kconfig", "tests", "accel", "memory", "transport",
+             "timeout"}
 DEFAULT_KEYS = CELL_KEYS - {"name", "tree"}
 DEFAULT_TIMEOUT = 3600.0
 
@@ -41,12 +42,13 @@ class Cell:
     tests: str = ""  # pytest -k expression; empty: the whole suite
     accel: str = "auto"
     memory: str = "1G"
+    transport: str = "serial"  # or ssh (the kernel then merges kconfigs/net.config)
     timeout: float = DEFAULT_TIMEOUT
 
     def run_args(self) -> list[str]:
         """Arguments of ``pte-harness run`` for this cell (results directory excluded)."""
         args = ["--tree", self.tree, "--series", self.series, "--accel", self.accel,
-                "--memory", self.memory]
+                "--memory", self.memory, "--transport", self.transport]
         for fragment in self.kconfig or ():
             args += ["--kconfig", fragment]
         if self.tests:
@@ -56,7 +58,8 @@ class Cell:
     def describe(self) -> dict[str, Any]:
         return {"tree": self.tree, "series": self.series,
                 "kconfig": list(self.kconfig) if self.kconfig is not None else None,
-                "tests": self.tests, "accel": self.accel, "memory": self.memory}
+                "tests": self.tests, "accel": self.accel, "memory": self.memory,
+                "transport": self.transport}
 
 
 @dataclass(frozen=True)
@@ -154,13 +157,16 @@ def _cell(values: dict, trees: dict, defaults: dict, where: str) -> Cell:
         if not isinstance(kconfig, list) or not all(isinstance(k, str) for k in kconfig):
             raise UsageError(f"{where}, cell {name}: kconfig must be a list of fragment names")
         kconfig = tuple(kconfig)
+    transport = str(merged.get("transport") or "serial")
+    if transport not in ("serial", "ssh"):
+        raise UsageError(f"{where}, cell {name}: transport must be serial or ssh, not {transport!r}")
     try:
         timeout = float(merged.get("timeout") or DEFAULT_TIMEOUT)
     except (TypeError, ValueError):
         raise UsageError(f"{where}, cell {name}: timeout must be a number of seconds") from None
     return Cell(name=name, tree=tree, series=str(merged.get("series") or "auto"), kconfig=kconfig,
                 tests=str(merged.get("tests") or ""), accel=str(merged.get("accel") or "auto"),
-                memory=str(merged.get("memory") or "1G"), timeout=timeout)
+                memory=str(merged.get("memory") or "1G"), transport=transport, timeout=timeout)
 
 
 def _tolerances(data: dict, where: str) -> Tolerances:

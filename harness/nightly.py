@@ -125,6 +125,7 @@ def collect(cell: matrix.Cell, cell_dir: Path, status: int | None, timed_out: bo
         counts[entry["result"]] = counts.get(entry["result"], 0) + 1
     return {"status": "done", "verdict": cell_verdict(tests, problem), "error": problem,
             "exit_status": status, "seconds": round(seconds, 1), "kernel": summary.get("kernel"),
+            "transport": summary.get("transport"),
             "counts": counts, "tests": tests}
 
 

@@ -1,5 +1,6 @@
 """End to end: a nightly matrix over two trees (Debian's tarball and the same tree as a git
-repository), Linux 6.1 with its own series, and a cell whose series does not apply."""
+repository), Linux 6.1 with its own series, a cell whose series does not apply, and a cell
+over ssh."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def nightly_run(default_tree_repo, tmp_path_factory) -> dict:
         "cells": [
             {"name": "v6.1", "tree": "debian:6.1"},  # the whole suite, series patches/v6.1
             {"name": "wrong-series", "tree": "debian:6.12", "series": "v6.1", "tests": SELECTION},
+            {"name": "ssh", "tree": "debian:6.12", "transport": "ssh", "tests": "test_shrinker_scan"},
         ],
     }
     path = root / "matrix.yaml"
@@ -44,8 +46,8 @@ def nightly_run(default_tree_repo, tmp_path_factory) -> dict:
 
 def test_cells_pass_on_both_trees_and_on_6_1(nightly_run):
     cells = nightly_run["summary"]["cells"]
-    assert list(cells) == ["default", "git", "v6.1", "wrong-series"]
-    for name in ("default", "git", "v6.1"):
+    assert list(cells) == ["default", "git", "v6.1", "wrong-series", "ssh"]
+    for name in ("default", "git", "v6.1", "ssh"):
         assert cells[name]["verdict"] == "PASS", (name, cells[name].get("error"), {
             t: e for t, e in cells[name]["tests"].items() if e["result"] != "PASS"})
     assert cells["v6.1"]["kernel"]["version"].startswith("6.1.")
@@ -53,6 +55,7 @@ def test_cells_pass_on_both_trees_and_on_6_1(nightly_run):
     assert cells["git"]["kernel"]["tree"].startswith("git:")
     assert cells["git"]["kernel"]["build_key"] != cells["default"]["kernel"]["build_key"]
     assert len(cells["v6.1"]["tests"]) > len(cells["default"]["tests"])  # the whole suite
+    assert cells["ssh"]["transport"] == "ssh" and cells["default"]["transport"] == "serial"
 
 
 def test_series_that_does_not_apply_is_an_error_naming_the_patch(nightly_run):

@@ -26,7 +26,7 @@ defaults: {memory: 2G, timeout: 100}
 trees: {v6.12: "debian:6.12", git: "git:/src/linux@v6.12"}
 tests: {all: "", shrinker: shrinker}
 cells:
-  - {name: broken, tree: v6.12, series: v6.1, kconfig: [debug.config]}
+  - {name: broken, tree: v6.12, series: v6.1, kconfig: [debug.config], transport: ssh}
 """))
     names = [cell.name for cell in loaded.cells]
     assert names == ["v6.12-all", "v6.12-shrinker", "git-all", "git-shrinker", "broken"]
@@ -38,6 +38,8 @@ cells:
     assert broken.tree == "debian:6.12" and broken.kconfig == ("debug.config",)
     assert broken.run_args()[:4] == ["--tree", "debian:6.12", "--series", "v6.1"]
     assert "--kconfig" in broken.run_args() and "-k" not in broken.run_args()
+    assert broken.run_args()[-2:] == ["--kconfig", "debug.config"]
+    assert ["--transport", "ssh"] == broken.run_args()[8:10] and git_shrinker.transport == "serial"
 
 
 def test_shards_split_the_cells(tmp_path):
@@ -62,6 +64,7 @@ def test_shards_split_the_cells(tmp_path):
     ("{}\n", "no cells"),
     ("trees: {a: x}\ncompare: {figures: {splits: lots}}\n", "'splits' must be a number or 'ignore'"),
     ("trees: {a: [\n", "not valid YAML"),
+    ("cells: [{name: a, tree: x, transport: telnet}]\n", "transport must be serial or ssh"),
 ])
 def test_matrix_mistakes_name_the_key(tmp_path, text, message):
     with pytest.raises(UsageError, match=message):
