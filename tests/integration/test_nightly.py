@@ -46,7 +46,7 @@ def nightly_run(default_tree_repo, tmp_path_factory) -> dict:
 
 def test_cells_pass_on_both_trees_and_on_6_1(nightly_run):
     cells = nightly_run["summary"]["cells"]
-    assert list(cells) == ["default", "git", "v6.1", "wrong-series", "ssh"]
+    assert set(cells) == {"default", "git", "v6.1", "wrong-series", "ssh"}
     for name in ("default", "git", "v6.1", "ssh"):
         assert cells[name]["verdict"] == "PASS", (name, cells[name].get("error"), {
             t: e for t, e in cells[name]["tests"].items() if e["result"] != "PASS"})
