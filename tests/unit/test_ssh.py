@@ -89,25 +89,35 @@ class FakeSshd(paramiko.ServerInterface):
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
         def feed() -> None:
-            while data := channel.recv(65536):
-                process.stdin.write(data)
-            process.stdin.close()
+            try:
+                while data := channel.recv(65536):
+                    process.stdin.write(data)
+                process.stdin.close()
+            except OSError:  # the client or the command went away
+                pass
 
         def errors() -> None:
-            while data := process.stderr.read1(65536):
-                channel.sendall_stderr(data)
+            try:
+                while data := process.stderr.read1(65536):
+                    channel.sendall_stderr(data)
+            except OSError:
+                pass
 
         threads = [threading.Thread(target=feed, daemon=True), threading.Thread(target=errors, daemon=True)]
         for thread in threads:
             thread.start()
         first = True
-        while data := process.stdout.read1(65536):
-            if first:
-                self.first_output.append(time.monotonic())
-                first = False
-            channel.sendall(data)
-        threads[1].join()
-        channel.send_exit_status(process.wait())
+        try:
+            while data := process.stdout.read1(65536):
+                if first:
+                    self.first_output.append(time.monotonic())
+                    first = False
+                channel.sendall(data)
+            threads[1].join()
+            channel.send_exit_status(process.wait())
+        except OSError:  # the client went away (a timeout test closes the connection)
+            process.kill()
+            process.wait()
         channel.close()
 
 
