@@ -148,7 +148,7 @@ def main(matrix_path: Path, results: Path | None, shard: str | None,
     loaded = matrix.load(matrix_path)
     index, count = matrix.parse_shard(shard) if shard else (1, 1)
     cells = loaded.shard(index, count)
-    tolerances = _tolerances(str(matrix_path), tolerance)
+    tolerances = _with_tolerance(loaded.tolerances, tolerance)
     previous_summary = _read_summary(previous, "--compare") if previous is not None else None
     results = (results or Path("results") / time.strftime("nightly-%Y%m%d-%H%M%S")).resolve()
     results.mkdir(parents=True, exist_ok=True)
@@ -195,13 +195,11 @@ def main(matrix_path: Path, results: Path | None, shard: str | None,
     return combined["exit_status"]
 
 
-def _tolerances(matrix_path: str | None, tolerance: float | None) -> matrix.Tolerances:
-    tolerances = matrix.Tolerances()
-    if matrix_path and Path(matrix_path).is_file():
-        tolerances = matrix.load(Path(matrix_path)).tolerances
-    if tolerance is not None:
-        tolerances = matrix.Tolerances(tolerance, tolerances.min_change, tolerances.figures)
-    return tolerances
+def _with_tolerance(tolerances: matrix.Tolerances, tolerance: float | None) -> matrix.Tolerances:
+    """The matrix's tolerances, with the command line's relative tolerance when given."""
+    if tolerance is None:
+        return tolerances
+    return matrix.Tolerances(tolerance, tolerances.min_change, tolerances.figures)
 
 
 def _read_summary(path: Path, option: str) -> dict:
@@ -215,7 +213,9 @@ def _read_summary(path: Path, option: str) -> dict:
 def compare_main(current: Path, previous: Path, tolerance: float | None) -> int:
     """`pte-harness compare CURRENT PREVIOUS`: figures of two finished nightly runs."""
     now, before = _read_summary(current, "compare"), _read_summary(previous, "compare")
-    tolerances = _tolerances(now.get("matrix"), tolerance)
+    matrix_path = Path(now.get("matrix") or "")
+    tolerances = _with_tolerance(matrix.load(matrix_path).tolerances if matrix_path.is_file()
+                                 else matrix.Tolerances(), tolerance)
     moved = compare.moved_figures(now, before, tolerances)
     print(f"{len(moved)} figure(s) moved by more than {tolerances.tolerance:.0%} "
           f"(and more than {tolerances.min_change:g}) from {previous} to {current}")
