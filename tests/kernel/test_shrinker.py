@@ -13,6 +13,13 @@ def test_shrinker_count_matches_cache_counter(guest, figures):
     check_shrinker_count(guest, figures)
 
 
+# MemFree is the whole zone's free count: besides the pages the shrinker frees, a page
+# drained from a per-CPU list or freed by a kworker may land between two reads (seen once
+# in CI: 3588 pages for 3587 freed). The cache's own counters are checked exactly; MemFree
+# must agree with them within this many pages.
+MEMFREE_NOISE_PAGES = 8
+
+
 def test_shrinker_scan(guest, figures):
     m = 1000
     trace = ptm(guest, f"alloc {N * 2} free all state scan {m} state scan 1000000 state")
@@ -21,9 +28,15 @@ def test_shrinker_scan(guest, figures):
                    memfree_rise_kb=s1["MemFree"] - s0["MemFree"], count_after_big_scan=s2["shrinker_count"])
     freed = min(m, s0["shrinker_count"])
     assert s0["shrinker_count"] - s1["shrinker_count"] == freed, str(trace)
-    assert s1["MemFree"] - s0["MemFree"] == 4 * freed, str(trace)
+    assert (s1 - s0)["pte_mapped_shrink"] == freed, str(trace)
     assert s2["shrinker_count"] == 0 and s2[CACHED] == 0, str(trace)
-    assert s2["MemFree"] - s1["MemFree"] == 4 * s1["shrinker_count"], str(trace)
+    assert (s2 - s1)["pte_mapped_shrink"] == s1["shrinker_count"], str(trace)
+    # MemFree is in kB: 4 per page.
+    noise = [(s1["MemFree"] - s0["MemFree"]) // 4 - freed,
+             (s2["MemFree"] - s1["MemFree"]) // 4 - s1["shrinker_count"]]
+    figures.update(memfree_noise_pages=max(noise, key=abs))
+    assert all(abs(n) <= MEMFREE_NOISE_PAGES for n in noise), (
+        f"MemFree does not rise by the pages freed (off by {noise} pages)\n{trace}")
     assert s2[SPLITS] == s0[SPLITS], f"splits rose while shrinking\n{trace}"
 
 

@@ -55,8 +55,8 @@ class FakeSshd(paramiko.ServerInterface):
             self.transports.append(transport)
             try:
                 transport.start_server(server=self)
-            except paramiko.SSHException:  # the client went away mid-negotiation
-                transport.close()
+            except (paramiko.SSHException, EOFError, OSError):  # the client went away
+                transport.close()  # mid-negotiation, or this server was closed
 
     def close(self) -> None:
         self.stopping = True
