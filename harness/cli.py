@@ -49,7 +49,7 @@ def add_boot_options(parser: argparse.ArgumentParser) -> None:
                        help="host program to copy into the guest with its libraries (repeatable)")
 
 
-def add_transport_option(group: argparse._ArgumentGroup) -> None:
+def add_transport_option(group: argparse._ActionsContainer) -> None:
     group.add_argument("--transport", choices=["serial", "ssh"],
                        help="how commands reach the guest: serial (default; a shell on ttyS1) "
                             "or ssh (dropbear over virtio-net; builds with kconfigs/net.config)")
@@ -146,6 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_bisect(args: argparse.Namespace) -> int:
     from . import bisect
     run_args = ["--series", args.series or "auto", "--accel", args.accel or "auto"]
+    if args.transport:
+        run_args += ["--transport", args.transport]
     for fragment in args.kconfig or ():
         run_args += ["--kconfig", fragment]
     if args.keyword:
@@ -213,6 +215,7 @@ def parser() -> argparse.ArgumentParser:
                                     "tree that carries it)")
     p.add_argument("--kconfig", action="append", metavar="FRAG", help="extra fragment")
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"])
+    add_transport_option(p)
     p.add_argument("-k", dest="keyword", metavar="EXPR", help="tests that judge a step")
     p.add_argument("--retries", type=int, default=1, help="re-runs of a failing step (default 1)")
     p.add_argument("--results", type=Path, help="results directory (default results/bisect-<time>)")

@@ -36,3 +36,15 @@ def test_doctor_lists_prerequisites(capsys):
     status = cli.main(["doctor"])
     out = capsys.readouterr().out
     assert "qemu-system-x86_64" in out and "KVM" in out and status == 0
+
+
+def test_bisect_passes_its_options_to_every_step(monkeypatch):
+    from harness import bisect
+    seen = {}
+    monkeypatch.setattr(bisect, "main", lambda tree, good, bad, run_args, results, retries:
+                        seen.update(tree=tree, run_args=run_args, retries=retries) or 0)
+    status = cli.main(["bisect", "--tree", "git:/k", "--good", "v1", "--bad", "v2", "--transport",
+                       "ssh", "-k", "shrinker", "--kconfig", "x.config", "--retries", "2"])
+    assert status == 0 and seen["tree"] == "git:/k" and seen["retries"] == 2
+    assert seen["run_args"] == ["--series", "auto", "--accel", "auto", "--transport", "ssh",
+                                "--kconfig", "x.config", "-k", "shrinker"]
