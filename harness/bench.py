@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import build, kconfig, patches, pipeline, source, vm
 from .cache import say, subdir
-from .errors import BootError
+from .errors import BootError, HarnessError
 from .image import READY
 from .options import Options
 
@@ -71,11 +71,24 @@ def harness_boot(prepared: pipeline.Prepared, options: Options) -> float:
             return time.monotonic() - start
 
 
-def command_latency(prepared: pipeline.Prepared, options: Options, count: int = 20) -> float:
-    """Median seconds of ``true`` on a booted guest (one round trip of the transport)."""
+TRANSFER_BYTES = 1 << 20
+
+
+def on_guest(prepared: pipeline.Prepared, options: Options, count: int = 20) -> tuple[float, float]:
+    """Median seconds of ``true`` on a booted guest (one round trip of the transport), and
+    seconds to put a 1 MiB file into the guest and get it back (checked byte for byte)."""
     with tempfile.TemporaryDirectory(dir=subdir("bench")) as tmp:
         with pipeline.boot(prepared, options, Path(tmp)) as session:
-            return statistics.median(session.run("true").seconds for _ in range(count))
+            latency = statistics.median(session.run("true").seconds for _ in range(count))
+            sent, got = Path(tmp) / "sent", Path(tmp) / "got"
+            sent.write_bytes(os.urandom(TRANSFER_BYTES))
+            start = time.monotonic()
+            session.put(sent, "/tmp/bench-transfer", timeout=300)
+            session.get("/tmp/bench-transfer", got, timeout=300)
+            transfer = time.monotonic() - start
+            if got.read_bytes() != sent.read_bytes():
+                raise HarnessError(f"{options.transport}: the file got back differs from the one put")
+            return latency, transfer
 
 
 def transport_rows(prepared: pipeline.Prepared, options: Options, rounds: int,
@@ -86,13 +99,15 @@ def transport_rows(prepared: pipeline.Prepared, options: Options, rounds: int,
                              for _ in range(rounds))
     ours = statistics.median(harness_boot(prepared, options) for _ in range(rounds))
     ratio = ours / bare
+    latency, transfer = on_guest(prepared, options)
     return [
         (f"{name}: bare QEMU boot to init's first output ({accel}, median of {rounds})", bare, ""),
         (f"{name}: harness boot to first command ({accel}, median of {rounds})", ours,
          f"{ratio:.2f}x bare" + (f", target <= {BOOT_RATIO_TARGET}x: "
                                  f"{'met' if ratio <= BOOT_RATIO_TARGET else 'MISSED'}"
                                  if name == "serial" else "")),
-        (f"{name}: command round trip (true, median of 20)", command_latency(prepared, options), ""),
+        (f"{name}: command round trip (true, median of 20)", latency, ""),
+        (f"{name}: put + get of 1 MiB", transfer, f"{2 * TRANSFER_BYTES / 1e6 / transfer:.2f} MB/s"),
     ]
 
 
