@@ -54,16 +54,16 @@ def check_grouping(session, figures: dict) -> Trace:
 # The cache refills a reserve of 64 pages from a workqueue whenever it falls below that
 # (PTE_MAPPED_RESERVE, patch 4). N is a whole number of 2M blocks, so N allocations from an
 # empty cache leave it at exactly 0 and the reserve refill runs whenever the workqueue gets
-# to it: before the next step, or during it (one split, seen on a loaded machine).
+# to it: before the next step, or during it (one split, seen once in a whole-suite run).
 RESERVE = 64
 
 
 def check_reuse(session, figures: dict) -> None:
     """Pages freed to the cache serve the next allocations without a split. The first
-    allocation takes N/8 (> RESERVE) more than the second: it ends with 256 pages cached,
-    so a reserve refill still queued from its way down finds the cache full enough, and
-    the second ends with 512."""
-    first = N + N // 8
+    allocation takes 4 * RESERVE more than the second: it ends with 256 pages cached, so
+    a reserve refill still queued from its way down finds the cache full enough, and the
+    second ends with 512."""
+    first = N + 4 * RESERVE
     trace = ptm(session, f"drop alloc {first} free all state alloc {N} state")
     all_succeeded(trace)
     delta = trace.states[1] - trace.states[0]
