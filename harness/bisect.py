@@ -1,7 +1,7 @@
 """`pte-harness bisect`: git bisect over a kernel repository, each step judged by the suite.
 
 The bisection runs in a worktree of the harness's own (the user's checkout is never touched),
-builds every step in one build directory (incremental, ccache), retries a failing step to rule
+builds every step in the release's workspace (incremental), retries a failing step to rule
 out flakiness, records each step and leaves a replayable `git bisect log`.
 """
 
@@ -14,7 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .cache import read_json, say, sha256_text, subdir, write_json_atomic
+from .cache import read_json, sha256_text, subdir, write_json_atomic
+from .progress import say
 from .errors import TreeError, UsageError
 from .report import BISECT_BAD, BISECT_GOOD, BISECT_SKIP
 
@@ -106,7 +107,6 @@ def main(repo_text: str, good: str, bad: str, run_args: list[str], results: Path
     worktree = bisect_worktree(repo)
     good_commit = git(repo, "rev-parse", "--verify", f"{good}^{{commit}}")
     bad_commit = git(repo, "rev-parse", "--verify", f"{bad}^{{commit}}")
-    run_args = [*run_args, "--build-dir", str(worktree.parent / "build")]
     output = git(worktree, "bisect", "start", bad_commit, good_commit)
     steps: list[Step] = []
     first_bad = ""

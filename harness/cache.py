@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
-import time
 from pathlib import Path
 
 
@@ -39,19 +37,26 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, remember: bool = True) -> str:
     """sha256 of a file, remembered by (path, size, mtime) so big tarballs hash once."""
+    if not remember:
+        return _sha256(path)
     st = path.stat()
     memo_path = subdir("hashes") / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32] + ".json")
     memo = read_json(memo_path)
     stamp = [st.st_size, st.st_mtime_ns]
     if memo and memo.get("stamp") == stamp:
         return memo["sha256"]
+    digest = _sha256(path)
+    write_json_atomic(memo_path, {"stamp": stamp, "sha256": digest})
+    return digest
+
+
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    write_json_atomic(memo_path, {"stamp": stamp, "sha256": digest.hexdigest()})
     return digest.hexdigest()
 
 
@@ -61,26 +66,3 @@ def sha256_text(*parts: str) -> str:
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()
-
-
-class Progress:
-    """Status lines on stderr, at most one every ``interval`` seconds unless forced."""
-
-    def __init__(self, what: str, interval: float = 5.0) -> None:
-        self.what = what
-        self.interval = interval
-        self.start = time.monotonic()
-        self.last = 0.0
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.start
-
-    def update(self, message: str, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self.last >= self.interval:
-            self.last = now
-            say(f"{self.what}: {message} [{self.elapsed():.0f}s]")
-
-
-def say(message: str) -> None:
-    print(f"pte-harness: {message}", file=sys.stderr, flush=True)

@@ -10,8 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import build, doctor, pipeline, vm
-from .cache import say
+from . import build, doctor, pipeline, progress, vm
+from .progress import say
 from .errors import EXIT_STATUSES, HarnessError, UsageError
 from .options import Options, merge
 from .ssh import SshGuest, known_host
@@ -175,11 +175,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
                       ssh=not args.no_ssh)
 
 
+def add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1,
+                        default=default, help="warnings and errors only (no progress)")
+    parser.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1,
+                        default=default, help="debug messages too")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="pte-harness", description="Build, boot and test kernels with the __GFP_PTE_MAPPED series.",
         epilog="exit statuses: 0 ok; " + ", ".join(f"{v} {k}" for k, v in EXIT_STATUSES.items())
         + "; exec: otherwise the guest command's own status")
+    add_verbosity(top, 0)
     sub = top.add_subparsers(dest="subcommand", required=True)
     sub.add_parser("doctor", help="check prerequisites and the KVM verdict").set_defaults(func=cmd_doctor)
     p = sub.add_parser("build", help="build (or reuse) the kernel; prints the bzImage path last")
@@ -241,19 +249,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, help="relative tolerance (default: the current "
                                                    "run's matrix compare.tolerance, else 0.2)")
     p.set_defaults(func=cmd_compare)
-    p = sub.add_parser("bench", help="cold/cached build and boot-to-first-command times")
+    p = sub.add_parser("bench", help="cold/cached/incremental build and boot-to-first-command times")
     add_build_options(p)
     add_boot_options(p)
     p.add_argument("--rounds", type=int, default=5, help="boots per measurement (default 5)")
-    p.add_argument("--no-cold", action="store_true", help="skip the cold build (about 2 minutes)")
+    p.add_argument("--no-cold", action="store_true",
+                   help="skip the build figures (a cold and an incremental build, 3-4 minutes)")
     p.add_argument("--no-ssh", action="store_true",
                    help="skip boot-to-first-command over ssh (its kernel is another build)")
     p.set_defaults(func=cmd_bench)
+    for choice in sub.choices.values():
+        add_verbosity(choice, argparse.SUPPRESS)  # after the subcommand too; not reset there
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    progress.set_verbosity(args.verbosity)
     try:
         return args.func(args)
     except HarnessError as exc:

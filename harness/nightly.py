@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from . import compare, html_report, matrix
-from .cache import read_json, say, write_json_atomic
+from .cache import read_json, write_json_atomic
+from .progress import say
 from .errors import UsageError
 
 PASS, FAIL, ERROR, SKIP = "PASS", "FAIL", "ERROR", "SKIP"

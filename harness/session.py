@@ -10,7 +10,7 @@ from pathlib import Path
 import pexpect.fdpexpect
 
 from . import crash, vm
-from .cache import say
+from .progress import say
 from .errors import BootError, GuestTimeout, KernelCrash, UsageError
 from .guest import CommandResult, Guest, GuestGone
 from .ssh import SshGuest

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import requests
 
-from .cache import Progress, say, sha256_file, sha256_text, subdir
+from .cache import sha256_file, sha256_text, subdir
+from .progress import Stage, say
 from .errors import TreeError
 
 DEFAULT_TREE = "debian:6.12"
@@ -212,18 +213,16 @@ def download(url: str, sha256: str, timeout: float = 60.0) -> Path:
     if target.is_file() and sha256_file(target) == sha256:
         return target
     partial = target.with_name(target.name + ".part")
-    progress = Progress(f"download {url}", interval=2.0)
     try:
         with requests.get(url, stream=True, timeout=timeout) as response:
             response.raise_for_status()
-            total = int(response.headers.get("content-length") or 0)
-            done = 0
-            with partial.open("wb") as out:
+            total = int(response.headers.get("content-length") or 0) or None
+            with partial.open("wb") as out, \
+                    Stage(f"download {url}", total=total, unit="B", unit_scale=True) as stage:
                 for chunk in response.iter_content(1 << 20):
                     out.write(chunk)
-                    done += len(chunk)
-                    of_total = f" of {total >> 20} MiB" if total else ""
-                    progress.update(f"{done >> 20} MiB{of_total}")
+                    stage.advance(len(chunk))
+                stage.done(f"{stage.count >> 20} MiB")
     except requests.RequestException as exc:
         partial.unlink(missing_ok=True)
         raise TreeError(f"download of {url} failed: {exc}") from exc
@@ -251,15 +250,14 @@ def extract(tarball: Path, dest: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.mkdir(parents=True)
-    progress = Progress(f"extract {tarball.name}")
-    progress.update("started", force=True)
     try:
-        with tarfile.open(tarball) as archive:
-            for count, member in enumerate(archive, 1):
+        with tarfile.open(tarball) as archive, \
+                Stage(f"extract {tarball.name}", unit="files") as stage:
+            for member in archive:
                 if member.name.startswith("/") or ".." in Path(member.name).parts:
                     raise tarfile.FilterError(f"member {member.name!r} has an absolute or '..' path")
                 archive.extract(member, tmp, filter="data")
-                progress.update(f"{count} files")
+                stage.advance()
     except tarfile.FilterError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise TreeError(f"refusing to extract {tarball}: member escapes the target directory",
@@ -269,7 +267,6 @@ def extract(tarball: Path, dest: Path) -> None:
         raise TreeError(f"cannot extract {tarball}: {exc}") from exc
     (tmp / ".harness-complete").write_text(str(tarball) + "\n")
     os.replace(tmp, dest)
-    progress.update("done", force=True)
 
 
 def _tree_root(dest: Path) -> Path:
