@@ -1,4 +1,4 @@
-"""Stage 4: configure and build a bzImage out of tree, cached by a hash of its inputs."""
+"""Stage 4: configure and build a bzImage, incrementally, cached by a hash of its inputs."""
 
 from __future__ import annotations
 
@@ -9,17 +9,18 @@ import shutil
 import subprocess
 import tempfile
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
-from . import kconfig, patches, source
-from .cache import Progress, read_json, say, sha256_file, sha256_text, subdir, write_json_atomic
+from . import kconfig, patches, source, workspace
+from .cache import read_json, sha256_file, sha256_text, subdir, write_json_atomic
+from .progress import Stage, say
 from .errors import BuildError, UsageError
 from .kconfig import Fragment
 
-RECIPE = "pte-harness-build-1"  # bump when the way images are built changes
+RECIPE = "pte-harness-build-2"  # bump when the way images are built changes
 ARCH = "x86_64"
 IMAGE = "arch/x86/boot/bzImage"
 REPRODUCIBLE_ENV = {
@@ -37,7 +38,7 @@ class BuildRequest:
     base: str = "tinyconfig"
     fragments: tuple[Path, ...] = ()
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
-    build_dir: Path | None = None  # fixed, reused directory (incremental builds, bisect)
+    build_dir: Path | None = None  # a fixed object directory instead of the workspace's
 
 
 @dataclass(frozen=True)
@@ -83,19 +84,46 @@ def build_lock() -> Iterator[None]:
         yield
 
 
+def config_key(request: BuildRequest, fragments: list[Fragment]) -> str:
+    """Hash of what decides the configuration (not the tree): one object directory each."""
+    base = request.base if request.base in kconfig.BASES else "file:" + sha256_file(Path(request.base))
+    return workspace.config_key(RECIPE, ARCH, base, *(sha256_file(f.path) for f in fragments),
+                                compiler_version())
+
+
+def image_record(path: Path) -> dict[str, object]:
+    return {"size": path.stat().st_size, "sha256": sha256_file(path, remember=False)}
+
+
+def reusable(out: Path, key: str) -> BuildResult | None:
+    """The published build of ``key`` when it is complete and its image is intact."""
+    stamp = read_json(out / "harness-build.json")
+    image = out / IMAGE
+    if not stamp or stamp.get("key") != key or not image.is_file():
+        return None
+    if stamp.get("image") != image_record(image):
+        say(f"cached image {image} differs from the one built (size or sha256): rebuilding")
+        return None
+    return BuildResult(key, out, image, out / ".config", out / "build.log", stamp["version"],
+                       True, 0.0)
+
+
 def build(request: BuildRequest) -> BuildResult:
-    """Return the image for ``request``, building it only when its key is new."""
+    """Return the image for ``request``, building it only when its key is new.
+
+    The build itself runs in the release's workspace (workspace.py): the tree, patched, is
+    synced into one source directory and compiled in the object directory of its
+    configuration, so only what differs from the last build there is compiled again. The
+    image, .config, System.map and build.log are then published in builds/KEY.
+    """
     start = time.monotonic()
     series = patches.load_series(request.series) if request.series else None
     fragments = [kconfig.load_fragment(p) for p in request.fragments]
     tree_identity = source.identify(request.tree)
     key = build_key(request, tree_identity, series, fragments)
-    build_dir = request.build_dir or subdir("builds") / key[:24]
-    stamp_path = build_dir / "harness-build.json"
-    stamp = read_json(stamp_path)
-    if stamp and stamp.get("key") == key and (build_dir / IMAGE).is_file():
-        return BuildResult(key, build_dir, build_dir / IMAGE, build_dir / ".config",
-                           build_dir / "build.log", stamp["version"], True, time.monotonic() - start)
+    out = subdir("builds") / key[:24]
+    if (found := reusable(out, key)) is not None:
+        return replace(found, seconds=time.monotonic() - start)
     tree = source.resolve(request.tree)
     unclean = source.unclean_reason(tree.path)
     if unclean:
@@ -103,25 +131,56 @@ def build(request: BuildRequest) -> BuildResult:
                          "builds out of tree (make O=...), which needs a clean source tree",
                          f"fix: make -C {tree.path} mrproper (or pass a tree that was never "
                          "built in place)")
-    if series:
-        tree = patches.apply_series(tree, series)
     with build_lock():
-        build_dir.mkdir(parents=True, exist_ok=True)
-        stamp_path.unlink(missing_ok=True)
-        log = build_dir / "build.log"
+        if (found := reusable(out, key)) is not None:  # built while we waited for the lock
+            return replace(found, seconds=time.monotonic() - start)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "harness-build.json").unlink(missing_ok=True)
+        log = out / "build.log"
         log.write_text(f"# pte-harness build {key}\n# tree {request.tree} at {tree.path}\n")
-        make = make_command(tree.path, build_dir, request.jobs)
-        config = kconfig.make_config(make, tree.path, build_dir, request.base, fragments, log)
-        say(f"building {tree.spec} ({tree.version}) in {build_dir}")
-        run_make(make + ["bzImage"], log)
-        kconfig.check(tree.path, config, fragments, "after the build")
-    seconds = time.monotonic() - start
-    write_json_atomic(stamp_path, {
-        "key": key, "tree": str(request.tree), "tree_identity": tree_identity,
-        "series": str(request.series) if request.series else None, "base": request.base,
-        "fragments": [str(f) for f in request.fragments], "version": tree.version,
-        "seconds": round(seconds, 1)})
-    return BuildResult(key, build_dir, build_dir / IMAGE, config, log, tree.version, False, seconds)
+        space = workspace.for_release(tree.version)
+        with ExitStack() as scratch:
+            wanted = scratch.enter_context(patches.patched(tree, series)) if series else tree
+            synced = workspace.sync(wanted.path, space, workspace.last_build_ns(space))
+        with log.open("a") as out_log:
+            out_log.write(f"# synced into {space.src}: {synced.describe()}\n")
+        objdir = request.build_dir or space.objdir(config_key(request, fragments))
+        objdir.mkdir(parents=True, exist_ok=True)
+        make = make_command(space.src, objdir, request.jobs)
+        try:
+            config = kconfig.make_config(make, space.src, objdir, request.base, fragments, log)
+            if request.build_dir is None and not (objdir / "vmlinux").exists():
+                origin = workspace.closest_objdir(space, objdir, kconfig.read_config(config))
+                if origin is not None:
+                    say(f"new configuration: starting from the objects of {origin.name}")
+                    workspace.seed(objdir, origin)
+            say(f"building {tree.spec} ({tree.version}) in {objdir}")
+            compiled = run_make(make + ["bzImage"], log, objdir)
+            kconfig.check(space.src, config, fragments, "after the build")
+        finally:
+            workspace.mark_build_end(space)
+        publish(objdir, out)
+        seconds = time.monotonic() - start
+        write_json_atomic(out / "harness-build.json", {
+            "key": key, "tree": str(request.tree), "tree_identity": tree_identity,
+            "series": str(request.series) if request.series else None, "base": request.base,
+            "fragments": [str(f) for f in request.fragments], "version": tree.version,
+            "objdir": str(objdir), "sync": synced.describe(), "compiled": compiled,
+            "seconds": round(seconds, 1), "image": image_record(out / IMAGE)})
+    return BuildResult(key, out, out / IMAGE, out / ".config", log, tree.version, False, seconds)
+
+
+PUBLISHED = (IMAGE, ".config", "System.map")
+
+
+def publish(objdir: Path, out: Path) -> None:
+    """Copy what later steps use out of the (shared, changing) object directory."""
+    for rel in PUBLISHED:
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.copyfile(objdir / rel, tmp)
+        os.replace(tmp, target)
 
 
 def make_command(tree: Path, build_dir: Path, jobs: int) -> list[str]:
@@ -131,24 +190,42 @@ def make_command(tree: Path, build_dir: Path, jobs: int) -> list[str]:
     return command
 
 
-def run_make(command: list[str], log: Path) -> None:
-    """Run make with its output appended to ``log``; progress on stderr."""
-    progress = Progress("build", interval=15.0)
+COMPILED = re.compile(r"^\s+(CC|AS)\s+(?!\[M\])\S+\.o$")
+
+
+def expected_objects(objdir: Path) -> int | None:
+    """Objects a full build of this configuration compiles (learnt from an earlier one)."""
+    stamp = read_json(objdir / "harness-objects.json")
+    return int(stamp["objects"]) if stamp else None
+
+
+def run_make(command: list[str], log: Path, objdir: Path | None = None) -> int:
+    """Run make with its output appended to ``log``; progress as objects compiled.
+    Returns how many objects were compiled."""
     env = dict(os.environ, **REPRODUCIBLE_ENV)
-    with log.open("a") as out:
+    if objdir is not None:
+        env["CCACHE_BASEDIR"] = str(objdir.parent)  # paths relative to the workspace
+    fresh = objdir is not None and not (objdir / "vmlinux").exists()
+    total = expected_objects(objdir) if objdir is not None and fresh else None
+    with log.open("a") as out, Stage("compile", total=total, unit="objects") as stage:
         out.write(f"$ {' '.join(command)}\n")
+        out.flush()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, errors="replace", env=env)
         assert process.stdout is not None
-        lines = 0
         for line in process.stdout:
             out.write(line)
-            lines += 1
-            progress.update(f"{lines} lines, last: {line.strip()[:80]}")
+            if COMPILED.match(line):
+                stage.advance(detail=line.split()[-1])
         status = process.wait()
+        stage.done(f"{stage.count} objects compiled ({'full' if fresh else 'incremental'} build"
+                   + (f", make exit {status})" if status else ")"))
     if status != 0:
         raise BuildError(f"kernel build failed (make exit {status}); full log: {log}",
                          first_errors(log.read_text(errors="replace")))
+    if objdir is not None and fresh:
+        write_json_atomic(objdir / "harness-objects.json", {"objects": stage.count})
+    return stage.count
 
 
 def first_errors(log_text: str, limit: int = 10) -> str:

@@ -6,10 +6,14 @@ import os
 import re
 import shutil
 import subprocess
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
-from .cache import say, sha256_file, sha256_text, subdir
+from .cache import sha256_file, sha256_text, subdir
+from .progress import Stage
 from .errors import PatchError
 from .source import KernelTree
 
@@ -74,37 +78,64 @@ def failed_hunks(patch_output: str) -> list[str]:
     return problems
 
 
-def apply_series(tree: KernelTree, series: Series) -> KernelTree:
-    """Return a patched copy of ``tree`` (reused when the same series was applied before).
+@contextmanager
+def patched(tree: KernelTree, series: Series) -> Iterator[KernelTree]:
+    """A patched scratch copy of ``tree``, deleted when the block ends.
 
     The source tree is never written: the copy is hard-linked, and GNU patch replaces the
-    files it changes. A failed apply leaves nothing behind for a later run.
+    files it changes with new ones.
     """
+    scratch = subdir("scratch") / f"{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        yield apply_series(tree, series, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def apply_series(tree: KernelTree, series: Series, dest: Path) -> KernelTree:
+    """Copy ``tree`` to ``dest`` (hard links) and apply ``series`` there."""
     identity = f"{tree.identity}+series:{series.identity()}"
-    dest = subdir("patched") / sha256_text(identity)[:32]
-    if (dest / ".harness-complete").is_file():
-        return KernelTree(dest, identity, tree.version, tree.spec)
-    partial = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(dest, ignore_errors=True)
-    say(f"applying {len(series.patches)} patches from {series.directory} to a copy of {tree.path}")
-    copy = subprocess.run(["cp", "-al", str(tree.path), str(partial)], capture_output=True, text=True)
-    if copy.returncode != 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        copy = subprocess.run(["cp", "-a", str(tree.path), str(partial)], capture_output=True, text=True)
+    with Stage(f"apply {series.directory}", total=len(series.patches), unit="patches") as stage:
+        copy = subprocess.run(["cp", "-al", str(tree.path), str(dest)], capture_output=True, text=True)
         if copy.returncode != 0:
-            raise PatchError(f"cannot copy {tree.path} for patching", copy.stderr)
-    for patch in series.patches:
-        result = subprocess.run(
-            ["patch", f"-p{patch.strip}", "--batch", "--forward", "--no-backup-if-mismatch",
-             "--reject-file=-", "-d", str(partial), "-i", str(patch.path)],
-            capture_output=True, text=True)
-        if result.returncode != 0:
-            shutil.rmtree(partial, ignore_errors=True)
-            problems = failed_hunks(result.stdout + result.stderr) or ["(see patch output below)"]
-            raise PatchError(
-                f"patch {patch.path} does not apply to {tree.spec} ({tree.version})",
-                "\n".join(problems) + "\n--- patch output ---\n" + (result.stdout + result.stderr))
-    (partial / ".harness-complete").write_text(identity + "\n")
-    os.replace(partial, dest)
+            shutil.rmtree(dest, ignore_errors=True)
+            copy = subprocess.run(["cp", "-a", str(tree.path), str(dest)], capture_output=True, text=True)
+            if copy.returncode != 0:
+                raise PatchError(f"cannot copy {tree.path} for patching", copy.stderr)
+        for patch in series.patches:
+            result = subprocess.run(
+                ["patch", f"-p{patch.strip}", "--batch", "--forward", "--no-backup-if-mismatch",
+                 "--reject-file=-", "-d", str(dest), "-i", str(patch.path)],
+                capture_output=True, text=True)
+            if result.returncode != 0:
+                problems = failed_hunks(result.stdout + result.stderr) or ["(see patch output below)"]
+                raise PatchError(
+                    f"patch {patch.path} does not apply to {tree.spec} ({tree.version})",
+                    "\n".join(problems) + "\n--- patch output ---\n" + (result.stdout + result.stderr))
+            stage.advance(detail=patch.path.name)
+        stage.done(f"{len(series.patches)} patches applied")
     return KernelTree(dest, identity, tree.version, tree.spec)
+
+
+def edited_copy(series_dir: Path, dest: Path, old: str, new: str) -> Path:
+    """A copy of a series directory where ``old`` becomes ``new`` in the first line a patch
+    adds (``+``) that contains it, and in the later patches' lines that show that line
+    (context or removal): a one-line change to what the series adds, for measuring
+    incremental builds and for checking that a changed patch changes the kernel."""
+    series = load_series(series_dir)
+    shutil.copytree(series_dir, dest)
+    found = False
+    for patch in series.patches:
+        target = dest / patch.path.relative_to(series_dir)
+        lines = target.read_text().splitlines(keepends=True)
+        for index, line in enumerate(lines):
+            if line.startswith(("+++", "---")) or old not in line:
+                continue
+            if line.startswith("+") or (found and line.startswith((" ", "-"))):
+                lines[index] = line.replace(old, new, 1)
+                found = True
+        target.write_text("".join(lines))
+    if not found:
+        raise PatchError(f"no line added by the series in {series_dir} contains {old!r}")
+    return dest

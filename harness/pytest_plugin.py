@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -96,8 +97,10 @@ def kernel(pytestconfig: pytest.Config, harness_options: Options,
     """The built (or reused) kernel and initramfs; a failure errors every dependent test."""
     pytestconfig.stash[KERNEL_USED] = True
     problem: HarnessError | None = None
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
     try:
-        prepared = pipeline.prepare(harness_options)
+        with capture.global_and_fixture_disabled() if capture else nullcontext():
+            prepared = pipeline.prepare(harness_options)  # its progress shown, not captured
     except HarnessError as exc:
         problem = exc
     # Raised outside the except clause: the report then starts with our message, not with

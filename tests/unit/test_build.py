@@ -29,7 +29,8 @@ def test_cached_build_runs_no_make(cache, fake_tree, tmp_path, monkeypatch):
     build_dir = cache / "builds" / key[:24]
     (build_dir / "arch/x86/boot").mkdir(parents=True)
     (build_dir / build.IMAGE).write_bytes(b"image")
-    write_json_atomic(build_dir / "harness-build.json", {"key": key, "version": "6.12.117"})
+    write_json_atomic(build_dir / "harness-build.json", {
+        "key": key, "version": "6.12.117", "image": build.image_record(build_dir / build.IMAGE)})
 
     def no_make(*args, **kwargs):
         raise AssertionError("make must not run for a cached build")
@@ -38,6 +39,11 @@ def test_cached_build_runs_no_make(cache, fake_tree, tmp_path, monkeypatch):
     monkeypatch.setattr(build.kconfig, "make_config", no_make)
     result = build.build(r)
     assert result.reused and result.image == build_dir / build.IMAGE
+    # a damaged image (truncated, or changed in place) is not trusted: the build runs again
+    (build_dir / build.IMAGE).write_bytes(b"imag")
+    with pytest.raises(AssertionError, match="make must not run"):
+        build.build(r)
+    assert build.reusable(build_dir, key) is None
 
 
 def test_first_errors():

@@ -60,12 +60,21 @@ def test_series_file_missing(tmp_path):
 def test_apply_to_copy_source_untouched(cache, fake_tree, tmp_path):
     series = patches.load_series(write_series(tmp_path / "s", [("0001-good.patch", GOOD)]))
     tree = source.resolve(source.parse_spec(str(fake_tree)))
-    patched = patches.apply_series(tree, series)
-    assert patched.path != fake_tree
-    assert "int bb;" in (patched.path / "mm" / "cache.c").read_text()
-    assert "int b;" in (fake_tree / "mm" / "cache.c").read_text()
-    assert patched.identity != tree.identity
-    assert patches.apply_series(tree, series).path == patched.path
+    with patches.patched(tree, series) as patched:
+        assert patched.path != fake_tree
+        assert "int bb;" in (patched.path / "mm" / "cache.c").read_text()
+        assert "int b;" in (fake_tree / "mm" / "cache.c").read_text()
+        assert patched.identity != tree.identity
+    assert not patched.path.exists()  # a scratch copy: the workspace keeps what is built
+
+
+def test_edited_copy_changes_one_added_line(tmp_path):
+    original = write_series(tmp_path / "s", [("0001-good.patch", GOOD)])
+    edited = patches.edited_copy(original, tmp_path / "e", "int bb;", "int bc;")
+    assert "+int bc;" in (edited / "0001-good.patch").read_text()
+    assert "+int bb;" in (original / "0001-good.patch").read_text()
+    with pytest.raises(PatchError, match="contains 'int a;'"):  # a context line, not added
+        patches.edited_copy(original, tmp_path / "e2", "int a;", "int z;")
 
 
 def test_failing_patch_named_with_hunk(cache, fake_tree, tmp_path):
@@ -73,12 +82,12 @@ def test_failing_patch_named_with_hunk(cache, fake_tree, tmp_path):
         tmp_path / "s", [("0001-good.patch", GOOD), ("0002-bad.patch", BAD)]))
     tree = source.resolve(source.parse_spec(str(fake_tree)))
     with pytest.raises(PatchError) as info:
-        patches.apply_series(tree, series)
+        with patches.patched(tree, series):
+            pass
     message = str(info.value)
     assert "0002-bad.patch does not apply" in message
     assert "mm/cache.c: Hunk #1 FAILED" in message
-    assert not any(p.name.endswith((".partial",)) or (p / "mm").exists()
-                   for p in (cache / "patched").iterdir())
+    assert list((cache / "scratch").iterdir()) == []  # nothing half-patched is kept
     assert "int b;" in (fake_tree / "mm" / "cache.c").read_text()
 
 
