@@ -205,6 +205,9 @@ def run_make(command: list[str], log: Path, objdir: Path | None = None) -> int:
     env = dict(os.environ, **REPRODUCIBLE_ENV)
     if objdir is not None:
         env["CCACHE_BASEDIR"] = str(objdir.parent)  # paths relative to the workspace
+    # depend mode: a miss costs no extra preprocessor run. Measured on the default kernel,
+    # cold: plain gcc 179 s, ccache 255 s, ccache in depend mode 191 s.
+    env.setdefault("CCACHE_DEPEND", "1")
     fresh = objdir is not None and not (objdir / "vmlinux").exists()
     total = expected_objects(objdir) if objdir is not None and fresh else None
     with log.open("a") as out, Stage("compile", total=total, unit="objects") as stage:
