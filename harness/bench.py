@@ -1,18 +1,22 @@
-"""`pte-harness bench`: cold and cached build, harness boot vs a bare QEMU boot, one run."""
+"""`pte-harness bench`: cold, cached and incremental build; harness boot vs a bare QEMU boot."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
-from . import build, kconfig, patches, pipeline, source, vm
-from .cache import say, subdir
-from .errors import BootError, HarnessError
+from . import build, patches, pipeline, vm
+from .cache import subdir
+from .errors import BootError, HarnessError, UsageError
+from .progress import say
 from .image import READY
 from .options import Options
 
@@ -20,23 +24,82 @@ CACHED_BUILD_TARGET = 5.0
 BOOT_RATIO_TARGET = 1.3
 
 
-def cold_build(options: Options) -> float:
-    """Configure and build from scratch in a throw-away directory, without ccache."""
+BENCH_EDIT = ('pr_info("enabled for', 'pr_info("Enabled for')  # a one-line change in patch 1
+INCREMENTAL_RATIO_TARGET = 0.2
+
+
+def ccache_stats(env: dict[str, str]) -> dict[str, int]:
+    """ccache's counters (empty when ccache is not installed)."""
+    result = subprocess.run(["ccache", "--print-stats"], capture_output=True, text=True, env=env) \
+        if shutil.which("ccache") else None
+    if result is None or result.returncode != 0:
+        return {}
+    stats: dict[str, int] = {}
+    for line in result.stdout.splitlines():
+        name, _, value = line.partition("\t")
+        if value.strip().isdigit():
+            stats[name] = int(value)
+    return stats
+
+
+def hit_rate(before: dict[str, int], after: dict[str, int]) -> str:
+    def delta(name: str) -> int:
+        return after.get(name, 0) - before.get(name, 0)
+    hits = delta("direct_cache_hit") + delta("preprocessed_cache_hit")
+    misses = delta("cache_miss")
+    if hits + misses == 0:
+        return "no compiler calls through ccache"
+    return f"ccache {hits} hits / {misses} misses ({100 * hits / (hits + misses):.0f}% hits)"
+
+
+@contextmanager
+def isolated_cache(root: Path) -> Iterator[dict[str, str]]:
+    """A harness cache and a ccache of their own under ``root``; extracted trees and
+    downloads are shared with the real cache (they are inputs, not build work)."""
+    cache = root / "cache"
+    cache.mkdir()
+    for name in ("trees", "downloads", "hashes"):
+        (cache / name).symlink_to(subdir(name), target_is_directory=True)
+    saved = {name: os.environ.get(name) for name in ("PTE_HARNESS_CACHE", "CCACHE_DIR")}
+    os.environ.update(PTE_HARNESS_CACHE=str(cache), CCACHE_DIR=str(root / "ccache"))
+    try:
+        yield dict(os.environ)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def build_rows(options: Options) -> list[tuple[str, float, str]]:
+    """Cold build (empty workspace and ccache), cached build (same inputs), and an
+    incremental build after a one-line change in one patch of the series."""
     request = pipeline.build_request(options)
-    tree = source.resolve(request.tree)
-    if request.series:
-        tree = patches.apply_series(tree, patches.load_series(request.series))
-    fragments = [kconfig.load_fragment(p) for p in request.fragments]
-    with tempfile.TemporaryDirectory(dir=subdir("bench")) as tmp:
-        build_dir = Path(tmp)
-        log = build_dir / "build.log"
-        command = ["make", "-C", str(tree.path), f"O={build_dir}", f"ARCH={build.ARCH}",
-                   f"-j{request.jobs}"]
-        with build.build_lock():
-            start = time.monotonic()
-            kconfig.make_config(command, tree.path, build_dir, request.base, fragments, log)
-            build.run_make(command + ["bzImage"], log)
-            return time.monotonic() - start
+    if request.series is None:
+        raise UsageError("bench's build figures need a series (the one-line change is made "
+                         "in one of its patches)")
+    rows: list[tuple[str, float, str]] = []
+    with tempfile.TemporaryDirectory(dir=subdir("bench")) as tmp, \
+            isolated_cache(Path(tmp)) as env:
+        say("cold build (empty workspace and ccache) ...")
+        before = ccache_stats(env)
+        cold = build.build(request)
+        rows.append(("cold build", cold.seconds, hit_rate(before, ccache_stats(env))))
+        start = time.monotonic()
+        cached = build.build(request)
+        rows.append(("cached build (same inputs, no make)", time.monotonic() - start,
+                     "reused" if cached.reused else "REBUILT"))
+        changed = patches.edited_copy(request.series, Path(tmp) / "series-edited", *BENCH_EDIT)
+        say("incremental build after a one-line change in one patch ...")
+        before = ccache_stats(env)
+        incremental = build.build(replace(request, series=changed))
+        ratio = incremental.seconds / cold.seconds
+        met = "met" if ratio <= INCREMENTAL_RATIO_TARGET else "MISSED"
+        rows.append(("incremental build (one line changed in one patch)", incremental.seconds,
+                     f"{ratio:.2f}x cold, target <= {INCREMENTAL_RATIO_TARGET}x: {met}; "
+                     + hit_rate(before, ccache_stats(env))))
+    return rows
 
 
 def bare_boot(prepared: pipeline.Prepared, accel: str, cpus: int, memory: str) -> float:
@@ -117,8 +180,7 @@ def main(options: Options, rounds: int = 5, cold: bool = True, ssh: bool = True)
     options = replace(options, transport="serial")
     rows: list[tuple[str, float, str]] = []
     if cold:
-        say("cold build (no ccache, fresh build directory) ...")
-        rows.append(("cold build", cold_build(options), ""))
+        rows += build_rows(options)
     pipeline.prepare(options)  # builds the image if the cache does not hold it yet
     start = time.monotonic()
     prepared = pipeline.prepare(options)
