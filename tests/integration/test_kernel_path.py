@@ -1,6 +1,7 @@
-"""The whole path on the real default tree (Debian's linux-source-6.12), series none.
+"""The whole path on the real default tree: Debian's linux-source-6.12 with the series.
 
-These build a real kernel (about two minutes cold, reused afterwards) and boot it under QEMU.
+These use the default kernel, the one the kernel suite tests (built once, reused here), and
+boot it under QEMU; two build variants that fail early check the build's errors.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from harness import patches, source
+from harness.options import PATCH_DIR
+
 pytestmark = pytest.mark.kernel
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
-PLAIN = ["--series", "none"]
 
 
 def harness(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
@@ -24,14 +27,14 @@ def harness(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def image() -> Path:
-    result = harness("build", *PLAIN)
+    result = harness("build")
     assert result.returncode == 0, result.stderr
     return Path(result.stdout.strip().splitlines()[-1])
 
 
 def test_second_build_reuses_image(image):
     start = time.monotonic()
-    result = harness("build", *PLAIN)
+    result = harness("build")
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip().splitlines()[-1]) == image
     assert "reused" in result.stderr and "building" not in result.stderr
@@ -39,20 +42,20 @@ def test_second_build_reuses_image(image):
 
 
 def test_exec_prints_guest_version(image):
-    result = harness("exec", *PLAIN, "--", "cat", "/proc/version")
+    result = harness("exec", "--", "cat", "/proc/version")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Linux version 6.12.")
     assert "accelerator" not in result.stdout  # harness messages stay on stderr
 
 
 def test_exec_passes_exit_status(image):
-    result = harness("exec", *PLAIN, "--", "sh", "-c", "echo out; exit 7")
+    result = harness("exec", "--", "sh", "-c", "echo out; exit 7")
     assert result.returncode == 7, result.stderr
     assert result.stdout == "out\n"
 
 
 def test_guest_sees_debugfs_and_vmstat(image):
-    result = harness("exec", *PLAIN, "--", "sh", "-c",
+    result = harness("exec", "--", "sh", "-c",
                      "grep -c . /sys/kernel/debug/page_tables/kernel; grep direct_map_level2 /proc/vmstat")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.split("\n")
@@ -61,14 +64,14 @@ def test_guest_sees_debugfs_and_vmstat(image):
 
 def test_panic_is_a_crash_not_a_hang(image):
     start = time.monotonic()
-    result = harness("exec", *PLAIN, "--", "sh", "-c", "echo c > /proc/sysrq-trigger")
+    result = harness("exec", "--", "sh", "-c", "echo c > /proc/sysrq-trigger")
     assert result.returncode == 246, result.stderr
     assert "Kernel panic - not syncing: sysrq triggered crash" in result.stderr
     assert time.monotonic() - start < 60
 
 
 def test_command_timeout(image):
-    result = harness("exec", *PLAIN, "--timeout", "3", "--", "sleep", "30")
+    result = harness("exec", "--timeout", "3", "--", "sleep", "30")
     assert result.returncode == 247, result.stderr
     assert "timed out after 3s" in result.stderr and "kernel log (tail)" in result.stderr
 
@@ -76,7 +79,7 @@ def test_command_timeout(image):
 def test_option_that_cannot_be_set(image, tmp_path):
     fragment = tmp_path / "i915.config"
     fragment.write_text("CONFIG_DRM_I915=y\n")
-    result = harness("build", *PLAIN, "--kconfig", str(fragment))
+    result = harness("build", "--kconfig", str(fragment))
     assert result.returncode == 243, result.stderr
     assert "CONFIG_DRM_I915=y" in result.stderr and "PCI=n" in result.stderr
 
@@ -89,14 +92,35 @@ def prepend_patch(tree: Path, relpath: str, line: str) -> str:
 
 
 def test_compile_error(image, tmp_path):
-    build_dir = image.parents[3]
     series = tmp_path / "broken"
     series.mkdir()
     (series / "0001-break.patch").write_text(prepend_patch(
-        (build_dir / "source").resolve(), "arch/x86/kernel/asm-offsets.c",
+        source.resolve(source.parse_spec("debian:6.12")).path, "arch/x86/kernel/asm-offsets.c",
         "#error pte-harness deliberate compile error"))
     (series / "series").write_text("0001-break.patch\n")
     result = harness("build", "--series", str(series), "--kconfig", "base.config")
     assert result.returncode == 244, result.stderr
     assert "error: #error pte-harness deliberate compile error" in result.stderr
     assert "build.log" in result.stderr
+
+
+PTE_MAPPED_EDIT = ('pr_info("enabled for', 'pr_info("Enabled for')  # mm/pte_mapped.c
+DRIVER_EDIT = ('"requested %lu succeeded', '"Requested %lu succeeded')  # lib/test_pte_mapped.c
+PROBE = "dmesg | grep -o '.nabled for'; cat /sys/kernel/debug/pte_mapped_test/result"
+
+
+def test_a_changed_patch_changes_the_kernel(image, tmp_path):
+    """Builds share one source and object directory per release, so each of these is
+    incremental. A one-line change in one patch must reach the kernel; so must undoing it in
+    the next series (mm/pte_mapped.c goes back to older bytes while another file changes)."""
+    series = PATCH_DIR / "v6.12"
+    first = patches.edited_copy(series, tmp_path / "first", *PTE_MAPPED_EDIT)
+    second = patches.edited_copy(series, tmp_path / "second", *DRIVER_EDIT)
+    outputs = []
+    for edited in (first, second):
+        result = harness("exec", "--series", str(edited), "--", "sh", "-c", PROBE)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "objects compiled (incremental build)" in result.stderr, result.stderr[-3000:]
+        outputs.append(result.stdout)
+    assert outputs[0].startswith("Enabled for\nrequested "), outputs[0]
+    assert outputs[1].startswith("enabled for\nRequested "), outputs[1]
