@@ -16,7 +16,9 @@ from pathlib import Path
 
 from .cache import read_json, sha256_text, subdir, write_json_atomic
 from .progress import say
+from . import options as options_module
 from .errors import TreeError, UsageError
+from .options import Options
 from .report import BISECT_BAD, BISECT_GOOD, BISECT_SKIP
 
 MAX_STEPS = 60
@@ -97,13 +99,21 @@ def changed_figures(good: Step | None, bad: Step) -> list[str]:
     return lines
 
 
-def main(repo_text: str, good: str, bad: str, run_args: list[str], results: Path | None,
-         retries: int) -> int:
+def step_arguments(options: Options, keyword: str | None, results: Path) -> list[str]:
+    """Arguments of every step's ``pte-harness run`` but the tree: the options, written
+    once to results/options.yaml, and the test selection."""
+    path = options_module.write_yaml(options, results / "options.yaml", skip=("tree",))
+    return ["--config", str(path), *(["-k", keyword] if keyword else [])]
+
+
+def main(repo_text: str, good: str, bad: str, options: Options, keyword: str | None,
+         results: Path | None, retries: int) -> int:
     repo = Path(repo_text.removeprefix("git:")).expanduser().resolve()
     if not (repo / ".git").exists():
         raise UsageError(f"--tree must be a git repository (git:PATH), not {repo_text}")
     results = (results or Path("results") / f"bisect-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     results.mkdir(parents=True, exist_ok=True)
+    run_args = step_arguments(options, keyword, results)
     worktree = bisect_worktree(repo)
     good_commit = git(repo, "rev-parse", "--verify", f"{good}^{{commit}}")
     bad_commit = git(repo, "rev-parse", "--verify", f"{bad}^{{commit}}")

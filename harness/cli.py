@@ -10,58 +10,33 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import build, doctor, pipeline, progress, vm
+from . import build, doctor, options, pipeline, progress, vm
 from .progress import say
 from .errors import EXIT_STATUSES, HarnessError, UsageError
-from .options import Options, merge
+from .options import Options
 from .ssh import SshGuest, known_host
 from .vm import LOOPBACK
 
 
-def add_build_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("kernel")
-    group.add_argument("--config", type=Path, metavar="FILE", help="YAML file with options")
-    group.add_argument("--tree", help="debian:6.12 (default), DIR, git:PATH@REF, TARBALL or URL#sha256=HEX")
-    group.add_argument("--series", help="patch series: auto (default: patches/vX.Y for the "
-                                        "tree's version), DIR, a name under patches/, or none")
-    group.add_argument("--base", help="tinyconfig (default), defconfig or a config file")
-    group.add_argument("--kconfig", action="append", metavar="FRAG",
-                       help="fragment after kconfigs/base.config (repeatable; default: the "
-                            "feature fragments when a series is applied)")
-    group.add_argument("--jobs", type=int, help="make -j (default: number of CPUs)")
-    group.add_argument("--build-dir", help="build in this directory, incrementally (default: "
-                                           "one cached directory per build key)")
+def add_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """Every build and boot option (declared once, in options.Options) and --config."""
+    kernel = parser.add_argument_group("kernel")
+    kernel.add_argument("--config", type=Path, metavar="FILE",
+                        help="YAML file with options (keys as the flags without --)")
+    options.add_arguments(kernel, ("kernel",), skip=skip)
+    options.add_arguments(parser.add_argument_group("guest"), ("guest",), skip=skip)
 
 
-def add_boot_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("guest")
-    group.add_argument("--accel", choices=["auto", "kvm", "tcg"], help="default auto")
-    group.add_argument("--memory", help="guest memory (default 1G)")
-    group.add_argument("--cpus", type=int, help="guest CPUs (default 1; more need CONFIG_ACPI in a fragment)")
-    group.add_argument("--cpu", help="QEMU -cpu model (default max)")
-    group.add_argument("--append", help="extra kernel command-line arguments")
-    add_transport_option(group)
-    group.add_argument("--boot-timeout", type=float, help="seconds to reach the guest shell (default 60)")
-    group.add_argument("--timeout", type=float, help="seconds for the guest command (default 600)")
+def add_guest_command_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("this command")
     group.add_argument("--print-qemu", action="store_true", help="print the QEMU command line")
     group.add_argument("--run-dir", type=Path, help="where console and QEMU logs go")
     group.add_argument("--program", action="append", type=Path, default=[], metavar="PATH",
                        help="host program to copy into the guest with its libraries (repeatable)")
 
 
-def add_transport_option(group: argparse._ActionsContainer) -> None:
-    group.add_argument("--transport", choices=["serial", "ssh"],
-                       help="how commands reach the guest: serial (default; a shell on ttyS1) "
-                            "or ssh (dropbear over virtio-net; builds with kconfigs/net.config)")
-
-
 def options_from(args: argparse.Namespace) -> Options:
-    overrides = {name: getattr(args, name, None) for name in (
-        "tree", "series", "base", "jobs", "build_dir", "accel", "memory", "cpus", "cpu", "append",
-        "boot_timeout", "timeout", "transport")}
-    if getattr(args, "kconfig", None) is not None:
-        overrides["kconfig"] = tuple(args.kconfig)
-    return merge(getattr(args, "config", None), overrides)
+    return options.merge(getattr(args, "config", None), options.given(args))
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -145,14 +120,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_bisect(args: argparse.Namespace) -> int:
     from . import bisect
-    run_args = ["--series", args.series or "auto", "--accel", args.accel or "auto"]
-    if args.transport:
-        run_args += ["--transport", args.transport]
-    for fragment in args.kconfig or ():
-        run_args += ["--kconfig", fragment]
-    if args.keyword:
-        run_args += ["-k", args.keyword]
-    return bisect.main(args.tree, args.good, args.bad, run_args, args.results, args.retries)
+    values = options.given(args)  # bisect's --tree is the repository, not an option value:
+    # a placeholder here, every step is run with --tree set to bisect's worktree
+    chosen = options.merge(getattr(args, "config", None), {**values, "tree": "debian:6.12"})
+    return bisect.main(args.tree, args.good, args.bad, chosen, args.keyword, args.results,
+                       args.retries)
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
@@ -191,24 +163,20 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="subcommand", required=True)
     sub.add_parser("doctor", help="check prerequisites and the KVM verdict").set_defaults(func=cmd_doctor)
     p = sub.add_parser("build", help="build (or reuse) the kernel; prints the bzImage path last")
-    add_build_options(p)
-    add_transport_option(p.add_argument_group("guest"))  # ssh: the kernel with net.config
+    add_options(p)  # guest options too: --transport ssh builds the kernel with net.config
     p.set_defaults(func=cmd_build)
     p = sub.add_parser("exec", help="boot the guest and run a command in it")
-    add_build_options(p)
-    add_boot_options(p)
+    add_options(p)
+    add_guest_command_options(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     p.set_defaults(func=cmd_exec)
     p = sub.add_parser("shell", help="an interactive shell in the guest")
-    add_build_options(p)
-    add_boot_options(p)
+    add_options(p)
+    add_guest_command_options(p)
     p.set_defaults(func=cmd_shell)
     p = sub.add_parser("run", help="run the kernel test suite (pytest) and summarise the figures")
-    add_build_options(p)
+    add_options(p)
     group = p.add_argument_group("suite")
-    group.add_argument("--accel", choices=["auto", "kvm", "tcg"], help="default auto")
-    group.add_argument("--memory", help="guest memory (default 1G)")
-    add_transport_option(group)
     group.add_argument("-k", dest="keyword", metavar="EXPR", help="select tests (pytest -k)")
     group.add_argument("--results", type=Path, help="results directory (default results/<time>)")
     group.add_argument("--bisect-exit", action="store_true",
@@ -219,11 +187,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tree", required=True, help="git:PATH of the kernel repository")
     p.add_argument("--good", required=True, help="a good revision")
     p.add_argument("--bad", required=True, help="a bad revision")
-    p.add_argument("--series", help="series to apply at each step (default auto; none for a "
-                                    "tree that carries it)")
-    p.add_argument("--kconfig", action="append", metavar="FRAG", help="extra fragment")
-    p.add_argument("--accel", choices=["auto", "kvm", "tcg"])
-    add_transport_option(p)
+    add_options(p, skip=("tree",))  # for every step (series auto: none where the tree carries it)
     p.add_argument("-k", dest="keyword", metavar="EXPR", help="tests that judge a step")
     p.add_argument("--retries", type=int, default=1, help="re-runs of a failing step (default 1)")
     p.add_argument("--results", type=Path, help="results directory (default results/bisect-<time>)")
@@ -250,8 +214,7 @@ def parser() -> argparse.ArgumentParser:
                                                    "run's matrix compare.tolerance, else 0.2)")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("bench", help="cold/cached/incremental build and boot-to-first-command times")
-    add_build_options(p)
-    add_boot_options(p)
+    add_options(p)
     p.add_argument("--rounds", type=int, default=5, help="boots per measurement (default 5)")
     p.add_argument("--no-cold", action="store_true",
                    help="skip the build figures (a cold and an incremental build, 3-4 minutes)")

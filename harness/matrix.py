@@ -1,65 +1,64 @@
 """Nightly matrix files: trees x series x config fragments x tests, each cell with a name.
 
-    defaults: {accel: auto, memory: 1G, transport: serial, timeout: 3600}  # for every cell
+    defaults: {accel: auto, memory: 1G, cell-timeout: 3600}  # for every cell
     trees: {v6.12: "debian:6.12", v6.1: "debian:6.1"}   # name: tree spec (an axis)
     series: {auto: auto}                                # optional axis (default: auto)
-    configs: {feature: null, lean: [pte-mapped.config]} # optional axis; null: default set
+    configs: {feature: null, kasan: [kasan.config]}     # optional axis of extra fragments
     tests: {all: ""}                                    # optional axis of pytest -k expressions
     cells:                                              # optional explicit cells
       - {name: broken, tree: v6.12, series: v6.1}
     compare: {tolerance: 0.2, min_change: 1, figures: {seconds: ignore}}
 
-The product of the axes gives one cell per combination, named by the names joined with
-"-" (axes with a single entry add nothing to the name); explicit cells come after them.
+A cell (and ``defaults``) may set every option of an options file (options.Options: tree,
+series, base, kconfig, default-kconfig, jobs, build-dir, accel, memory, cpus, cpu, append,
+boot-timeout, timeout, transport), besides its name, its tests (a pytest -k expression) and
+cell-timeout (seconds for the whole cell, build included; default 3600). The product of the
+axes gives one cell per combination, named by the names joined with "-" (axes with a single
+entry add nothing to the name); explicit cells come after them.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from . import options as options_module
 from .errors import UsageError
-from .options import read_yaml
+from .options import Options, read_yaml
 
 TOP_KEYS = {"defaults", "trees", "series", "configs", "tests", "cells", "compare"}
-CELL_KEYS = {"name", "tree", "series", "kconfig", "tests", "accel", "memory", "transport",
-             "timeout"}
-DEFAULT_KEYS = CELL_KEYS - {"name", "tree"}
+OWN_KEYS = frozenset({"name", "tests", "cell-timeout"})  # a cell's own, not options
 DEFAULT_TIMEOUT = 3600.0
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of the suite: a tree, a series, fragments and a test selection."""
+    """One run of the suite: its options (tree, series, fragments, guest...) and tests."""
 
     name: str
-    tree: str
-    series: str = "auto"
-    kconfig: tuple[str, ...] | None = None  # None: the default fragments
+    options: Options
     tests: str = ""  # pytest -k expression; empty: the whole suite
-    accel: str = "auto"
-    memory: str = "1G"
-    transport: str = "serial"  # or ssh (the kernel then merges kconfigs/net.config)
-    timeout: float = DEFAULT_TIMEOUT
+    timeout: float = DEFAULT_TIMEOUT  # the whole cell, build included
 
-    def run_args(self) -> list[str]:
-        """Arguments of ``pte-harness run`` for this cell (results directory excluded)."""
-        args = ["--tree", self.tree, "--series", self.series, "--accel", self.accel,
-                "--memory", self.memory, "--transport", self.transport]
-        for fragment in self.kconfig or ():
-            args += ["--kconfig", fragment]
-        if self.tests:
-            args += ["-k", self.tests]
-        return args
+    @property
+    def tree(self) -> str:
+        return self.options.tree
+
+    @property
+    def series(self) -> str:
+        return self.options.series
+
+    def run_args(self, cell_dir: Path) -> list[str]:
+        """Arguments of ``pte-harness run`` for this cell: its options, written once to
+        cell_dir/options.yaml, and its tests (the results directory is the caller's)."""
+        path = options_module.write_yaml(self.options, cell_dir / "options.yaml")
+        return ["--config", str(path), *(["-k", self.tests] if self.tests else [])]
 
     def describe(self) -> dict[str, Any]:
-        return {"tree": self.tree, "series": self.series,
-                "kconfig": list(self.kconfig) if self.kconfig is not None else None,
-                "tests": self.tests, "accel": self.accel, "memory": self.memory,
-                "transport": self.transport}
+        return {**options_module.to_yaml(self.options, skip=("jobs",)), "tests": self.tests}
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,8 @@ def load(path: Path) -> Matrix:
         raise UsageError(f"{where}: expected a mapping with trees: and/or cells:")
     _known(data, TOP_KEYS, where)
     defaults = _mapping(data, "defaults", where)
-    _known(defaults, DEFAULT_KEYS, f"{where}, defaults")
+    if "name" in defaults or "tree" in defaults:
+        raise UsageError(f"{where}, defaults: name and tree belong to cells and trees:")
     trees = _mapping(data, "trees", where)
     cells = [_cell(values, trees, defaults, where) for values in _product(data, where)]
     explicit = data.get("cells") or []
@@ -112,7 +112,6 @@ def load(path: Path) -> Matrix:
     for number, values in enumerate(explicit, 1):
         if not isinstance(values, dict):
             raise UsageError(f"{where}: cell {number} must be a mapping")
-        _known(values, CELL_KEYS, f"{where}, cell {number}")
         if "name" not in values or "tree" not in values:
             raise UsageError(f"{where}: cell {number} needs a name and a tree")
         cells.append(_cell(values, trees, defaults, where))
@@ -149,24 +148,22 @@ def _cell(values: dict, trees: dict, defaults: dict, where: str) -> Cell:
     if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
         raise UsageError(f"{where}: cell name {name!r} may only use letters, digits and _.+-")
     tree = str(merged["tree"])
-    tree = str(trees.get(tree, tree))
-    kconfig = merged.get("kconfig")
-    if kconfig is not None:
-        if isinstance(kconfig, str):
-            kconfig = [kconfig]
-        if not isinstance(kconfig, list) or not all(isinstance(k, str) for k in kconfig):
-            raise UsageError(f"{where}, cell {name}: kconfig must be a list of fragment names")
-        kconfig = tuple(kconfig)
-    transport = str(merged.get("transport") or "serial")
-    if transport not in ("serial", "ssh"):
-        raise UsageError(f"{where}, cell {name}: transport must be serial or ssh, not {transport!r}")
+    merged["tree"] = str(trees.get(tree, tree))
+    if isinstance(merged.get("kconfig"), str):
+        merged["kconfig"] = [merged["kconfig"]]
+    if merged.get("kconfig", ()) is None:  # a configs axis entry null: the default fragments
+        merged.pop("kconfig")
+    here = f"{where}, cell {name}"
+    chosen = options_module.check_mapping(merged, here, extra=OWN_KEYS)
     try:
-        timeout = float(merged.get("timeout") or DEFAULT_TIMEOUT)
+        timeout = float(merged.get("cell-timeout") or DEFAULT_TIMEOUT)
     except (TypeError, ValueError):
-        raise UsageError(f"{where}, cell {name}: timeout must be a number of seconds") from None
-    return Cell(name=name, tree=tree, series=str(merged.get("series") or "auto"), kconfig=kconfig,
-                tests=str(merged.get("tests") or ""), accel=str(merged.get("accel") or "auto"),
-                memory=str(merged.get("memory") or "1G"), transport=transport, timeout=timeout)
+        raise UsageError(f"{here}: cell-timeout must be a number of seconds") from None
+    try:
+        resolved = replace(Options(), **chosen)
+    except UsageError as exc:
+        raise UsageError(f"{here}: {exc}") from None
+    return Cell(name=name, options=resolved, tests=str(merged.get("tests") or ""), timeout=timeout)
 
 
 def _tolerances(data: dict, where: str) -> Tolerances:

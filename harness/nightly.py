@@ -59,7 +59,8 @@ def _problem(run_log: Path, status: int | None, tests: dict[str, dict]) -> str |
 
 
 def cell_command(cell: matrix.Cell, cell_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "harness.cli", "run", *cell.run_args(), "--results", str(cell_dir)]
+    return [sys.executable, "-m", "harness.cli", "run", *cell.run_args(cell_dir),
+            "--results", str(cell_dir)]
 
 
 def run_cell(cell: matrix.Cell, cell_dir: Path) -> tuple[int | None, bool]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -26,26 +27,75 @@ FEATURE_MARKER = "config ARCH_WANTS_PTE_MAPPED_CACHE"  # in mm/Kconfig of a tree
 
 
 @dataclass(frozen=True)
+class Spec:
+    """How one option appears on every surface. Derived from the field's name: the flag
+    ``--boot-timeout``, the YAML and matrix key ``boot-timeout``, the environment variable
+    ``PTE_HARNESS_BOOT_TIMEOUT`` and the pytest option (the same flag unless ``pytest_flag``).
+    """
+
+    help: str
+    group: str  # kernel (decides the build) or guest (decides the boot)
+    kind: str = "str"  # str | int | float | list | bool
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+    pytest_flag: str = ""  # where the command-line flag would clash with pytest's own
+    old_names: tuple[str, ...] = ()  # earlier pytest flags and environment variables
+
+
+def option(default: Any, help: str, group: str, **spec: Any) -> Any:
+    """A field of Options with its Spec (see ``Spec``)."""
+    if callable(default):
+        return field(default_factory=default, metadata={"spec": Spec(help, group, **spec)})
+    return field(default=default, metadata={"spec": Spec(help, group, **spec)})
+
+
+@dataclass(frozen=True)
 class Options:
-    tree: str = "debian:6.12"
-    series: str = DEFAULT_SERIES  # auto (patches/vX.Y for the tree), a directory, a name, none
-    base: str = "tinyconfig"
-    kconfig: tuple[str, ...] | None = None  # fragments after base.config; None: the default set
-    accel: str = "auto"
-    memory: str = "1G"
-    cpus: int = 1
-    cpu: str = "max"
-    append: str = ""
-    boot_timeout: float = 60.0
-    timeout: float = 600.0
-    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
-    build_dir: str | None = None  # None: one directory per build key in the cache
-    transport: str = "serial"  # serial: shell on ttyS1; ssh: dropbear over virtio-net
+    """Every build and boot option, declared once: the command line of each command, the
+    environment, YAML option files, matrix cells and the pytest plugin are derived from it."""
+
+    tree: str = option("debian:6.12", "debian:X.Y, DIR, git:PATH@REF, TARBALL or URL#sha256=HEX "
+                       "(default: the kernel tree in the current directory, else debian:6.12)",
+                       "kernel", pytest_flag="--kernel-tree")
+    series: str = option(DEFAULT_SERIES, "patch series: auto (patches/vX.Y for the tree's "
+                         "version), DIR, a name under patches/, or none", "kernel")
+    base: str = option("tinyconfig", "base configuration: tinyconfig, defconfig, allnoconfig "
+                       "or a config file", "kernel")
+    kconfig: tuple[str, ...] = option((), "a fragment merged after the default ones "
+                                      "(repeatable; a path or a name in kconfigs/)", "kernel",
+                                      kind="list", metavar="FRAG")
+    default_kconfig: bool = option(True, "merge the default fragments (pte-mapped.config and "
+                                   "debug.config when a series is applied or the tree carries "
+                                   "it); --no-default-kconfig: base.config and --kconfig only",
+                                   "kernel", kind="bool")
+    jobs: int = option(lambda: os.cpu_count() or 1, "make -j (default: number of CPUs)",
+                       "kernel", kind="int")
+    build_dir: str | None = option(None, "object directory to build in, instead of the "
+                                   "workspace's one for the configuration", "kernel")
+    accel: str = option("auto", "accelerator: auto (KVM only after a probe boot), kvm or tcg",
+                        "guest", choices=("auto", "kvm", "tcg"))
+    memory: str = option("1G", "guest memory", "guest", old_names=("--guest-mem", "PTE_HARNESS_GUEST_MEM"))
+    cpus: int = option(1, "guest CPUs (more need CONFIG_ACPI in a fragment)", "guest", kind="int")
+    cpu: str = option("max", "QEMU -cpu model", "guest")
+    append: str = option("", "extra kernel command-line arguments", "guest")
+    boot_timeout: float = option(60.0, "seconds to reach the guest's shell", "guest", kind="float")
+    timeout: float = option(600.0, "seconds a guest command may take unless it says otherwise",
+                            "guest", kind="float", pytest_flag="--command-timeout")
+    transport: str = option("serial", "how commands reach the guest: serial (a shell on ttyS1) "
+                            "or ssh (dropbear over virtio-net; the kernel merges net.config)",
+                            "guest", choices=TRANSPORTS)
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
             raise UsageError(f"transport must be one of {', '.join(TRANSPORTS)}, "
                              f"not {self.transport!r}")
+        for name in ("cpus", "jobs"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in ("boot_timeout", "timeout"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"{key(name)} must be a positive number of seconds, "
+                                 f"not {getattr(self, name)}")
 
     def series_dir(self) -> Path | None:
         if self.series == "none":
@@ -78,19 +128,24 @@ class Options:
         return FEATURE_MARKER in (source.read_file(spec, "mm/Kconfig") or "")
 
     def default_fragments(self) -> tuple[str, ...]:
-        """Fragments after base.config when none are given: the feature's, when a series
-        is applied or the tree carries it."""
-        if self.series != "none" or self.tree_carries_series():
+        """Fragments after base.config unless --no-default-kconfig: the feature's, when a
+        series is applied or the tree carries it."""
+        if self.default_kconfig and (self.series != "none" or self.tree_carries_series()):
             return FEATURE_FRAGMENTS
         return ()
 
     def fragment_paths(self) -> tuple[Path, ...]:
-        """base.config, the feature's (or the given) fragments, net.config for ssh."""
-        extra = self.default_fragments() if self.kconfig is None else self.kconfig
-        names = [BASE_FRAGMENT, *extra]
-        if self.transport == "ssh" and NET_FRAGMENT not in names:
+        """base.config, the default fragments, the --kconfig ones, net.config for ssh; a
+        fragment named twice is merged once, where it first comes."""
+        names = [BASE_FRAGMENT, *self.default_fragments(), *self.kconfig]
+        if self.transport == "ssh":
             names.append(NET_FRAGMENT)
-        return tuple(resolve_fragment(name) for name in names)
+        paths: list[Path] = []
+        for name in names:
+            path = resolve_fragment(name)
+            if path not in paths:
+                paths.append(path)
+        return tuple(paths)
 
 
 def _known_series() -> str:
@@ -106,14 +161,6 @@ def resolve_fragment(name: str) -> Path:
     raise UsageError(f"config fragment {name!r} not found (looked for it as a path and in {KCONFIG_DIR})")
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "tree": (str,), "series": (str,), "base": (str,), "kconfig": (list,), "accel": (str,),
-    "memory": (str,), "cpus": (int,), "cpu": (str,), "append": (str,),
-    "boot_timeout": (int, float), "timeout": (int, float), "jobs": (int,), "build_dir": (str,),
-    "transport": (str,),
-}
-
-
 def read_yaml(path: Path, what: str) -> Any:
     """``yaml.safe_load`` of a file; unreadable or invalid YAML is a usage error naming it."""
     try:
@@ -124,6 +171,65 @@ def read_yaml(path: Path, what: str) -> Any:
         raise UsageError(f"{what} {path} is not valid YAML", str(exc)) from exc
 
 
+def specs() -> dict[str, Spec]:
+    """Every option's Spec, by field name, in declaration order."""
+    return {f.name: f.metadata["spec"] for f in fields(Options)}
+
+
+def key(name: str) -> str:
+    """The YAML and matrix key (and flag without --) of an option."""
+    return name.replace("_", "-")
+
+
+def flag(name: str) -> str:
+    return ("--no-" if specs()[name].kind == "bool" else "--") + key(name)
+
+
+def env_name(name: str) -> str:
+    return "PTE_HARNESS_" + name.upper()
+
+
+def check_value(name: str, value: Any, where: str) -> Any:
+    """A YAML value for option ``name``, checked against its Spec (lists become tuples)."""
+    spec = specs()[name]
+    wanted = {"str": (str,), "int": (int,), "float": (int, float), "list": (list,),
+              "bool": (bool,)}[spec.kind]
+    if (isinstance(value, bool) and spec.kind != "bool") or not isinstance(value, wanted):
+        names = " or ".join(t.__name__ for t in wanted)
+        raise UsageError(f"{where}: key {key(name)!r} must be a {names}, "
+                         f"not {type(value).__name__} ({_short(value)})")
+    if spec.kind == "list":
+        if not all(isinstance(item, str) for item in value):
+            raise UsageError(f"{where}: key {key(name)!r} must be a list of strings")
+        value = tuple(value)
+    if spec.choices and value not in spec.choices:
+        raise UsageError(f"{where}: key {key(name)!r} must be one of {', '.join(spec.choices)}, "
+                         f"not {_short(value)}")
+    return float(value) if spec.kind == "float" else value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_mapping(data: dict, where: str, extra: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Option values from a YAML mapping (keys as in YAML); ``extra`` keys are left out
+    for the caller. Unknown keys and wrong types are errors naming the key."""
+    known = {key(name): name for name in specs()}
+    values: dict[str, Any] = {}
+    for raw, value in data.items():
+        text = str(raw)
+        if text in extra:
+            continue
+        name = known.get(text) or known.get(key(text))
+        if name is None:
+            raise UsageError(f"{where}: unknown key {raw!r}; known keys: "
+                             f"{', '.join(sorted([*known, *extra]))}")
+        values[name] = check_value(name, value, where)
+    return values
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     """Read an options file; unknown keys and wrong types are errors naming the key."""
     data = read_yaml(path, "options file")
@@ -131,31 +237,96 @@ def load_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise UsageError(f"options file {path}: expected a mapping of option: value")
-    result: dict[str, Any] = {}
-    for key, value in data.items():
-        name = str(key).replace("-", "_")
-        if name not in _TYPES:
-            raise UsageError(f"options file {path}: unknown key {key!r}; known keys: "
-                             f"{', '.join(sorted(k.replace('_', '-') for k in _TYPES))}")
-        types = _TYPES[name]
-        if isinstance(value, bool) or not isinstance(value, types):
-            wanted = " or ".join(t.__name__ for t in types)
-            raise UsageError(f"options file {path}: key {key!r} must be a {wanted}, "
-                             f"not {type(value).__name__} ({value!r})")
-        if name == "kconfig":
-            if not all(isinstance(item, str) for item in value):
-                raise UsageError(f"options file {path}: key 'kconfig' must be a list of strings")
-            value = tuple(value)
-        result[name] = value
-    return result
+    return check_mapping(data, f"options file {path}")
 
 
-def merge(yaml_file: Path | None, overrides: dict[str, Any]) -> Options:
-    """Defaults, then the YAML file, then command-line values that were given (not None).
-    Without a tree from either, a kernel tree in the current directory is the tree."""
+def to_yaml(options: Options, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The options as an options file holds them (read back by load_yaml)."""
+    return {key(f.name): list(value) if isinstance(value := getattr(options, f.name), tuple)
+            else value for f in fields(Options)
+            if getattr(options, f.name) is not None and f.name not in skip}
+
+
+def write_yaml(options: Options, path: Path, skip: tuple[str, ...] = ()) -> Path:
+    """Serialise the options once, for child processes (``--config PATH``)."""
+    path.write_text(yaml.safe_dump(to_yaml(options, skip), sort_keys=False))
+    return path
+
+
+def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Option values from PTE_HARNESS_* variables (lists: space-separated; bool: 0 or 1)."""
+    values: dict[str, Any] = {}
+    for name, spec in specs().items():
+        names = [env_name(name), *(n for n in spec.old_names if not n.startswith("-"))]
+        text = next((environ[n] for n in names if environ.get(n)), None)
+        if text is None:
+            continue
+        where = f"environment variable {names[0]}"
+        if spec.kind == "list":
+            values[name] = tuple(text.split())
+        elif spec.kind == "bool":
+            if text.lower() not in ("0", "1", "true", "false", "yes", "no"):
+                raise UsageError(f"{where}: expected 0 or 1, not {_short(text)}")
+            values[name] = text.lower() in ("1", "true", "yes")
+        elif spec.kind in ("int", "float"):
+            try:
+                values[name] = check_value(name, int(text) if spec.kind == "int" else float(text), where)
+            except ValueError as exc:
+                raise UsageError(f"{where}: expected a number, not {_short(text)}") from exc
+        else:
+            values[name] = check_value(name, text, where)
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                  groups: tuple[str, ...] = ("kernel", "guest"), pytest: bool = False,
+                  skip: tuple[str, ...] = ()) -> None:
+    """One argument per option of ``groups`` (pytest: with its pytest flag and old names).
+    Every dest is the field's name and every default None: given values are found by
+    ``given()``. ``parser`` may be argparse's or pytest's (same add_argument/addoption)."""
+    add = getattr(parser, "addoption", None) or parser.add_argument
+    for name, spec in specs().items():
+        if spec.group not in groups or name in skip:
+            continue
+        flags = [spec.pytest_flag or flag(name)] if pytest else [flag(name)]
+        if pytest:
+            flags += [n for n in (flag(name), *spec.old_names) if n.startswith("-") and n not in flags]
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": spec.help}
+        if spec.kind == "bool":
+            kwargs["action"] = "store_false"
+        elif spec.kind == "list":
+            kwargs.update(action="append", metavar=spec.metavar or "VALUE")
+        else:
+            kwargs["type"] = {"int": int, "float": float}.get(spec.kind, str)
+            if spec.choices:
+                kwargs["choices"] = list(spec.choices)
+            if spec.metavar:
+                kwargs["metavar"] = spec.metavar
+        add(*flags, **kwargs)
+
+
+def given(namespace: Any) -> dict[str, Any]:
+    """The option values a parsed command line (or pytest config) holds: those given."""
+    getter = getattr(namespace, "getoption", None)
+    values: dict[str, Any] = {}
+    for name in specs():
+        try:
+            value = getter(name) if getter else getattr(namespace, name, None)
+        except ValueError:  # pytest: an option this config does not have
+            value = None
+        if value is not None:
+            values[name] = tuple(value) if isinstance(value, list) else value
+    return values
+
+
+def merge(yaml_file: Path | None, overrides: dict[str, Any],
+          environ: Mapping[str, str] | None = None) -> Options:
+    """Defaults, then the YAML file, then PTE_HARNESS_* variables, then the command line
+    (values that were given, not None). Without a tree from any of them, a kernel tree in
+    the current directory is the tree."""
     values: dict[str, Any] = load_yaml(yaml_file) if yaml_file else {}
+    values.update(from_env(os.environ if environ is None else environ))
     values.update({k: v for k, v in overrides.items() if v is not None})
     if "tree" not in values and source.is_kernel_tree(Path.cwd()):
         values["tree"] = str(Path.cwd())  # typed in a kernel tree: test that tree
-    known = {f.name for f in fields(Options)}
-    return replace(Options(), **{k: v for k, v in values.items() if k in known})
+    return replace(Options(), **values)

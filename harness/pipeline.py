@@ -48,7 +48,8 @@ def new_run_dir(parent: Path | None = None) -> Path:
 def boot_options(options: Options, append: str = "") -> BootOptions:
     return BootOptions(accel=options.accel, memory=options.memory, cpus=options.cpus,
                        cpu=options.cpu, append=f"{options.append} {append}".strip(),
-                       boot_timeout=options.boot_timeout, transport=options.transport)
+                       boot_timeout=options.boot_timeout, transport=options.transport,
+                       timeout=options.timeout)
 
 
 def boot(prepared: Prepared, options: Options, run_dir: Path | None = None,

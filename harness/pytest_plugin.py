@@ -1,7 +1,9 @@
 """pytest plugin (entry point ``pytest11``): kernel and guest fixtures for kernel tests.
 
-Options (each with an environment fallback): --kernel-tree, --series, --kconfig, --accel,
---guest-mem, --results, --transport (serial or ssh). The kernel is built once per session; a build failure is raised
+Options: every build and boot option of options.Options (--kernel-tree, --series, --kconfig,
+--memory, --transport, ...; each also as PTE_HARNESS_<NAME>), a YAML file (--pte-config) and
+--results; ``pte-harness run`` hands its Options over in process instead. The kernel is built
+once per session; a build failure is raised
 (cached by pytest) for every test that needs it. Each test gets freshly booted guests whose
 console logs are kept under the results directory and attached to the JUnit report; a test
 whose kernel log shows a warning, oops, BUG or lockdep report fails.
@@ -20,10 +22,11 @@ from typing import Callable, Iterator
 
 import pytest
 
-from . import crash, pipeline
+from . import crash, options, pipeline
 from .cache import write_json_atomic
 from .errors import BootError, HarnessError, KernelCrash, UsageError
 from .options import Options
+from .report import HandOff
 from .session import Session
 
 SESSIONS = pytest.StashKey[list[Session]]()
@@ -31,24 +34,17 @@ FIGURES = pytest.StashKey[dict[str, object]]()
 KERNEL_INFO = pytest.StashKey[dict]()  # the kernel under test, for the summary
 KERNEL_USED = pytest.StashKey[bool]()
 BOOT_FAILURES = pytest.StashKey[dict[str, HarnessError]]()  # kernel arguments -> why
-ENV = {"kernel_tree": "PTE_HARNESS_TREE", "series": "PTE_HARNESS_SERIES",
-       "kconfig": "PTE_HARNESS_KCONFIG", "accel": "PTE_HARNESS_ACCEL",
-       "guest_mem": "PTE_HARNESS_GUEST_MEM", "results": "PTE_HARNESS_RESULTS",
-       "build_dir": "PTE_HARNESS_BUILD_DIR", "transport": "PTE_HARNESS_TRANSPORT"}
+OPTIONS = pytest.StashKey[Options]()
+RESULTS_ENV = "PTE_HARNESS_RESULTS"
+CONFIG_ENV = "PTE_HARNESS_CONFIG"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("pte-harness", "kernel under test (environment fallbacks in brackets)")
-    group.addoption("--kernel-tree", help=f"tree spec, default debian:6.12 [{ENV['kernel_tree']}]")
-    group.addoption("--series", help=f"patch series: auto (default), DIR, NAME or none [{ENV['series']}]")
-    group.addoption("--kconfig", action="append",
-                    help=f"extra fragment (repeatable) [{ENV['kconfig']}, space-separated]")
-    group.addoption("--accel", choices=["auto", "kvm", "tcg"], help=f"default auto [{ENV['accel']}]")
-    group.addoption("--guest-mem", help=f"guest memory, default 1G [{ENV['guest_mem']}]")
-    group.addoption("--build-dir", help=f"fixed, incremental build directory [{ENV['build_dir']}]")
-    group.addoption("--results", help=f"results directory, default ./results [{ENV['results']}]")
-    group.addoption("--transport", choices=["serial", "ssh"],
-                    help=f"how commands reach the guest, default serial [{ENV['transport']}]")
+    group = parser.getgroup("pte-harness", "kernel under test (every option also as "
+                                           "PTE_HARNESS_<NAME>, e.g. PTE_HARNESS_TREE)")
+    group.addoption("--pte-config", help=f"YAML file with options [{CONFIG_ENV}]")
+    options.add_arguments(group, pytest=True)
+    group.addoption("--results", help=f"results directory, default ./results [{RESULTS_ENV}]")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -59,34 +55,35 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "behaviour is broken and expects the check to fail")
 
 
-def _option(config: pytest.Config, name: str) -> str | None:
-    value = config.getoption(name)
-    if value is None:
-        value = os.environ.get(ENV[name]) or None
-    return value
+def results_option(config: pytest.Config) -> str | None:
+    return config.getoption("results") or os.environ.get(RESULTS_ENV) or None
 
 
 def options_from_config(config: pytest.Config) -> Options:
-    kconfig = config.getoption("kconfig")
-    if kconfig is None and os.environ.get(ENV["kconfig"]):
-        kconfig = os.environ[ENV["kconfig"]].split()
-    values = {"tree": _option(config, "kernel_tree"), "series": _option(config, "series"),
-              "accel": _option(config, "accel"), "memory": _option(config, "guest_mem"),
-              "build_dir": _option(config, "build_dir"), "transport": _option(config, "transport")}
-    options = replace(Options(), **{k: v for k, v in values.items() if v is not None})
-    if kconfig:
-        options = replace(options, kconfig=(*options.default_fragments(), *kconfig))
-    return options
+    """The Options handed over by ``pte-harness run``, else the YAML file, environment and
+    pytest options (in that order of precedence, the last winning)."""
+    if OPTIONS not in config.stash:
+        handed = [p for p in config.pluginmanager.get_plugins() if isinstance(p, HandOff)]
+        if handed:
+            config.stash[OPTIONS] = handed[0].options
+        else:
+            path = config.getoption("pte_config") or os.environ.get(CONFIG_ENV) or None
+            config.stash[OPTIONS] = options.merge(Path(path) if path else None,
+                                                  options.given(config))
+    return config.stash[OPTIONS]
 
 
 @pytest.fixture(scope="session")
 def harness_options(pytestconfig: pytest.Config) -> Options:
-    return options_from_config(pytestconfig)
+    try:
+        return options_from_config(pytestconfig)
+    except UsageError as exc:  # a bad option value: no kernel is to blame
+        pytest.exit(f"pte-harness usage error: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(scope="session")
 def results_dir(pytestconfig: pytest.Config) -> Path:
-    path = Path(_option(pytestconfig, "results") or "results").resolve()
+    path = Path(results_option(pytestconfig) or "results").resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -221,7 +218,7 @@ def write_summary(config: pytest.Config, exitstatus: int | None) -> None:
     ``finished`` false, so a run killed half-way leaves what it had, and at the end."""
     if not config.stash.get(KERNEL_USED, False):
         return
-    results = Path(_option(config, "results") or "results").resolve()
+    results = Path(results_option(config) or "results").resolve()
     kernel = config.stash.get(KERNEL_INFO, None)  # None: the kernel could not be built
     summary = {"kernel": kernel, "transport": options_from_config(config).transport,
                "finished": exitstatus is not None, "exit_status": exitstatus,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from . import options as options_module
 from . import source
 from .cache import read_json, subdir
 from .options import PROJECT_ROOT, Options
@@ -17,16 +18,16 @@ from .options import PROJECT_ROOT, Options
 SUITE = PROJECT_ROOT / "tests" / "kernel"
 
 
-def pytest_args(options: Options, results: Path, keyword: str | None) -> list[str]:
+class HandOff:
+    """Carries ``run``'s Options into the pytest plugin, in process (pytest.main(plugins=))."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+
+
+def pytest_args(results: Path, keyword: str | None) -> list[str]:
     args = [str(SUITE), "-p", "no:cacheprovider", "-q", "-rfE",
-            f"--junitxml={results / 'junit.xml'}", f"--results={results}",
-            f"--kernel-tree={options.tree}", f"--series={options.series}",
-            f"--accel={options.accel}", f"--guest-mem={options.memory}",
-            f"--transport={options.transport}"]
-    if options.build_dir:
-        args.append(f"--build-dir={options.build_dir}")
-    for fragment in options.kconfig or ():
-        args.append(f"--kconfig={fragment}")
+            f"--junitxml={results / 'junit.xml'}", f"--results={results}"]
     if keyword:
         args += ["-k", keyword]
     return args
@@ -78,10 +79,11 @@ def main(options: Options, results: Path | None, keyword: str | None,
     results = results.resolve()
     print(f"kernel tree: {options.tree}; results: {results}")
     results.mkdir(parents=True, exist_ok=True)
-    args = pytest_args(options, results, keyword)
-    command = ["pytest", *args]
+    args = pytest_args(results, keyword)
+    saved = options_module.write_yaml(options, results / "options.yaml")
+    command = ["pytest", *args, f"--pte-config={saved}"]  # the same run, typed by hand
     (results / "command.txt").write_text(shlex.join(command) + "\n")
-    status = int(pytest.main(args))
+    status = int(pytest.main(args, plugins=[HandOff(options)]))
     summary = read_json(results / "summary.json") or {}
     print("\n" + format_summary(summary))
     print(f"results: {results} (junit.xml, summary.json, kernel.config, per-test console logs)")

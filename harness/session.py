@@ -31,6 +31,7 @@ class BootOptions:
     append: str = ""
     boot_timeout: float = 60.0
     transport: str = "serial"
+    timeout: float = 600.0  # a guest command's, unless the caller gives its own
 
 
 class Session:
@@ -45,6 +46,7 @@ class Session:
         if options.transport == "ssh" and host_key is None:
             raise UsageError("the ssh transport needs an image built for it (a host key)")
         self.run_dir = run_dir
+        self.options = options
         self.transport = options.transport
         self.direct_maps: dict[str, list] = {}  # label -> DirectMap.strip(), for the report
         self.verdict = vm.choose_accel(options.accel, kernel, initrd)
@@ -100,23 +102,23 @@ class Session:
     def findings(self) -> list[crash.Finding]:
         return crash.scan(self.console())
 
-    def run(self, command: str, timeout: float = 60.0) -> CommandResult:
+    def run(self, command: str, timeout: float | None = None) -> CommandResult:
         try:
-            return self._guest().run(command, timeout)
+            return self._guest().run(command, timeout or self.options.timeout)
         except (GuestGone, GuestTimeout) as exc:
             raise self._explain(exc, f"running {command!r}") from None
 
-    def put(self, local: Path, remote: str, timeout: float = 60.0) -> None:
+    def put(self, local: Path, remote: str, timeout: float | None = None) -> None:
         """Copy a host file into the guest (ssh: over a channel; serial: base64 on the shell)."""
         try:
-            self._guest().put(local, remote, timeout)
+            self._guest().put(local, remote, timeout or self.options.timeout)
         except (GuestGone, GuestTimeout) as exc:
             raise self._explain(exc, f"copying {local} to {remote}") from None
 
-    def get(self, remote: str, local: Path, timeout: float = 60.0) -> None:
+    def get(self, remote: str, local: Path, timeout: float | None = None) -> None:
         """Copy a guest file to the host."""
         try:
-            self._guest().get(remote, local, timeout)
+            self._guest().get(remote, local, timeout or self.options.timeout)
         except (GuestGone, GuestTimeout) as exc:
             raise self._explain(exc, f"copying {remote} to {local}") from None
 

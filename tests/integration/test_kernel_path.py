@@ -98,7 +98,7 @@ def test_compile_error(image, tmp_path):
         source.resolve(source.parse_spec("debian:6.12")).path, "arch/x86/kernel/asm-offsets.c",
         "#error pte-harness deliberate compile error"))
     (series / "series").write_text("0001-break.patch\n")
-    result = harness("build", "--series", str(series), "--kconfig", "base.config")
+    result = harness("build", "--series", str(series), "--no-default-kconfig")
     assert result.returncode == 244, result.stderr
     assert "error: #error pte-harness deliberate compile error" in result.stderr
     assert "build.log" in result.stderr

@@ -22,7 +22,7 @@ SELECTION = "shrinker or grouping"  # tests with figures and with direct-map pic
 def nightly_run(default_tree_repo, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("nightly")
     matrix = {
-        "defaults": {"accel": "auto", "timeout": 2400},
+        "defaults": {"accel": "auto", "cell-timeout": 2400},
         "trees": {"default": "debian:6.12",
                   "git": f"git:{default_tree_repo['repo']}@{default_tree_repo['base']}"},
         "tests": {"selected": SELECTION},

@@ -23,7 +23,7 @@ def test_unknown_yaml_key(cache, capsys, tmp_path):
 def test_patch_that_does_not_apply(cache, capsys, fake_tree, tmp_path):
     series = write_series(tmp_path / "s", [("0001-bad.patch", BAD)])
     status, err = run(capsys, "build", "--tree", str(fake_tree), "--series", str(series),
-                      "--kconfig", "base.config")
+                      "--no-default-kconfig")
     assert status == 242 and "0001-bad.patch does not apply" in err and "mm/cache.c: Hunk #1 FAILED" in err
 
 
@@ -38,13 +38,20 @@ def test_doctor_lists_prerequisites(capsys):
     assert "qemu-system-x86_64" in out and "KVM" in out and status == 0
 
 
-def test_bisect_passes_its_options_to_every_step(monkeypatch):
-    from harness import bisect
+def test_bisect_passes_its_options_to_every_step(monkeypatch, tmp_path):
+    from harness import bisect, options
     seen = {}
-    monkeypatch.setattr(bisect, "main", lambda tree, good, bad, run_args, results, retries:
-                        seen.update(tree=tree, run_args=run_args, retries=retries) or 0)
+    monkeypatch.setattr(bisect, "main", lambda tree, good, bad, chosen, keyword, results, retries:
+                        seen.update(tree=tree, options=chosen, keyword=keyword, retries=retries) or 0)
     status = cli.main(["bisect", "--tree", "git:/k", "--good", "v1", "--bad", "v2", "--transport",
-                       "ssh", "-k", "shrinker", "--kconfig", "x.config", "--retries", "2"])
+                       "ssh", "-k", "shrinker", "--kconfig", "x.config", "--retries", "2",
+                       "--append", "loglevel=8", "--memory", "2G"])
     assert status == 0 and seen["tree"] == "git:/k" and seen["retries"] == 2
-    assert seen["run_args"] == ["--series", "auto", "--accel", "auto", "--transport", "ssh",
-                                "--kconfig", "x.config", "-k", "shrinker"]
+    chosen = seen["options"]
+    assert (chosen.transport, chosen.kconfig, chosen.append, chosen.memory) == \
+        ("ssh", ("x.config",), "loglevel=8", "2G")
+    args = bisect.step_arguments(chosen, "shrinker", tmp_path)
+    assert args == ["--config", str(tmp_path / "options.yaml"), "-k", "shrinker"]
+    saved = options.load_yaml(tmp_path / "options.yaml")
+    assert "tree" not in saved  # every step names its own worktree
+    assert options.replace(chosen, **saved) == chosen

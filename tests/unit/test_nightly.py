@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import compare, matrix, nightly
+from harness import compare, matrix, nightly, options
 from harness.errors import UsageError
 from harness.options import PROJECT_ROOT
 
@@ -22,24 +22,28 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_product_names_and_explicit_cells(tmp_path):
     loaded = matrix.load(write(tmp_path, """
-defaults: {memory: 2G, timeout: 100}
+defaults: {memory: 2G, cell-timeout: 100, timeout: 30}
 trees: {v6.12: "debian:6.12", git: "git:/src/linux@v6.12"}
 tests: {all: "", shrinker: shrinker}
 cells:
-  - {name: broken, tree: v6.12, series: v6.1, kconfig: [debug.config], transport: ssh}
+  - {name: broken, tree: v6.12, series: v6.1, kconfig: [kasan.config], transport: ssh}
 """))
     names = [cell.name for cell in loaded.cells]
     assert names == ["v6.12-all", "v6.12-shrinker", "git-all", "git-shrinker", "broken"]
     git_shrinker = loaded.cells[3]
     assert git_shrinker.tree == "git:/src/linux@v6.12" and git_shrinker.tests == "shrinker"
-    assert git_shrinker.memory == "2G" and git_shrinker.timeout == 100
-    assert git_shrinker.kconfig is None and git_shrinker.series == "auto"
+    assert git_shrinker.options.memory == "2G" and git_shrinker.timeout == 100
+    assert git_shrinker.options.timeout == 30  # the guest command's, not the cell's
+    assert git_shrinker.options.kconfig == () and git_shrinker.series == "auto"
     broken = loaded.cells[4]
-    assert broken.tree == "debian:6.12" and broken.kconfig == ("debug.config",)
-    assert broken.run_args()[:4] == ["--tree", "debian:6.12", "--series", "v6.1"]
-    assert "--kconfig" in broken.run_args() and "-k" not in broken.run_args()
-    assert broken.run_args()[-2:] == ["--kconfig", "debug.config"]
-    assert ["--transport", "ssh"] == broken.run_args()[8:10] and git_shrinker.transport == "serial"
+    assert broken.tree == "debian:6.12" and broken.options.kconfig == ("kasan.config",)
+    cell_dir = tmp_path / "broken"
+    cell_dir.mkdir()
+    assert broken.run_args(cell_dir) == ["--config", str(cell_dir / "options.yaml")]
+    saved = options.load_yaml(cell_dir / "options.yaml")
+    assert saved["series"] == "v6.1" and saved["transport"] == "ssh"
+    assert options.replace(options.Options(), **saved) == broken.options
+    assert git_shrinker.run_args(cell_dir)[-2:] == ["-k", "shrinker"]
 
 
 def test_shards_split_the_cells(tmp_path):
@@ -57,14 +61,16 @@ def test_shards_split_the_cells(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("trees: {a: x}\ncell: []\n", "unknown key 'cell'"),
     ("cells: [{name: a}]\n", "cell 1 needs a name and a tree"),
-    ("cells: [{name: a, tree: x, flavour: y}]\n", "cell 1: unknown key 'flavour'"),
+    ("cells: [{name: a, tree: x, flavour: y}]\n", "cell a: unknown key 'flavour'"),
     ("trees: {a: x}\ncells: [{name: a, tree: x}]\n", "two cells are named 'a'"),
     ("cells: [{name: 'a b', tree: x}]\n", "cell name 'a b'"),
     ("trees: [a]\n", "'trees' must be a mapping"),
     ("{}\n", "no cells"),
     ("trees: {a: x}\ncompare: {figures: {splits: lots}}\n", "'splits' must be a number or 'ignore'"),
     ("trees: {a: [\n", "not valid YAML"),
-    ("cells: [{name: a, tree: x, transport: telnet}]\n", "transport must be serial or ssh"),
+    ("cells: [{name: a, tree: x, transport: telnet}]\n", "'transport' must be one of serial, ssh"),
+    ("cells: [{name: a, tree: x, cpus: 0}]\n", "cell a: cpus must be at least 1"),
+    ("defaults: {timeout: -5}\ntrees: {a: x}\n", "timeout must be a positive number"),
 ])
 def test_matrix_mistakes_name_the_key(tmp_path, text, message):
     with pytest.raises(UsageError, match=message):
@@ -164,7 +170,7 @@ def test_cell_timeout_kills_the_process_group(tmp_path, monkeypatch):
     script = (f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); "
               "print('started', flush=True); time.sleep(60)")
     monkeypatch.setattr(nightly, "cell_command", lambda cell, cell_dir: [sys.executable, "-c", script])
-    cell = matrix.Cell(name="slow", tree="x", timeout=1.0)
+    cell = matrix.Cell(name="slow", options=options.Options(tree="x"), timeout=1.0)
     start = time.monotonic()
     status, timed_out = nightly.run_cell(cell, tmp_path / "slow")
     assert timed_out and status is None and time.monotonic() - start < 15

@@ -37,7 +37,9 @@ def test_environment_fallbacks(pytester, monkeypatch, tmp_path):
         def test_opts(harness_options):
             assert harness_options.tree == "/src/linux"
             assert harness_options.memory == "2G"
-            assert harness_options.kconfig == ("pte-mapped.config", "debug.config", "debug.config")
+            assert harness_options.kconfig == ("debug.config",)  # after the default ones
+            assert [p.name for p in harness_options.fragment_paths()] == [
+                "base.config", "pte-mapped.config", "debug.config"]  # merged once
             assert harness_options.accel == "tcg"
     """)
     pytester.runpytest_inprocess("--accel=tcg").assert_outcomes(passed=1)
@@ -55,11 +57,25 @@ def test_transport_option_and_fallback(pytester, monkeypatch):
     pytester.runpytest_inprocess("--transport=ssh").assert_outcomes(passed=1)
 
 
-def test_run_passes_transport(tmp_path):
-    from harness.options import Options
-    args = report.pytest_args(Options(transport="ssh"), tmp_path, "shrinker")
-    assert "--transport=ssh" in args
-    assert "--transport=serial" in report.pytest_args(Options(), tmp_path, None)
+def test_run_hands_its_options_to_pytest_in_process(tmp_path, monkeypatch):
+    """`pte-harness run` passes its Options object, not command-line text; command.txt
+    reproduces the run with the options file it writes."""
+    from harness import options
+    seen = {}
+
+    def fake_main(args, plugins=()):
+        seen.update(args=args, plugins=plugins)
+        return 0
+
+    monkeypatch.setattr(report.pytest, "main", fake_main)
+    chosen = options.Options(transport="ssh", base="defconfig", jobs=3, append="quiet")
+    assert report.main(chosen, tmp_path / "r", "shrinker") == 0
+    assert [p.options for p in seen["plugins"]] == [chosen]
+    assert not any(a.startswith(("--transport", "--base", "--jobs")) for a in seen["args"])
+    command = (tmp_path / "r" / "command.txt").read_text()
+    assert f"--pte-config={tmp_path / 'r' / 'options.yaml'}" in command
+    saved = options.load_yaml(tmp_path / "r" / "options.yaml")
+    assert options.replace(options.Options(), **saved) == chosen
 
 
 def test_markers_registered(pytester):
