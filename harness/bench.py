@@ -13,12 +13,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
-from . import build, patches, pipeline, vm
-from .cache import subdir
-from .errors import BootError, HarnessError, UsageError
-from .progress import say
-from .image import READY
-from .options import Options
+from harness.kernel import build, patches
+from harness import pipeline
+from harness.guest import vm
+from harness.cache import subdir
+from harness.errors import BootError, HarnessError, UsageError
+from harness.progress import say
+from harness.guest.image import READY
+from harness.options import Options
 
 CACHED_BUILD_TARGET = 5.0
 BOOT_RATIO_TARGET = 1.3

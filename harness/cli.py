@@ -10,12 +10,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import build, doctor, options, pipeline, progress, vm
-from .progress import say
-from .errors import EXIT_STATUSES, HarnessError, UsageError
-from .options import Options
-from .ssh import SshGuest, known_host
-from .vm import LOOPBACK
+from harness.kernel import build
+from harness import doctor, options, pipeline, progress
+from harness.guest import vm
+from harness.progress import say
+from harness.errors import EXIT_STATUSES, HarnessError, UsageError
+from harness.options import Options
+from harness.guest.ssh import SshGuest, known_host
+from harness.guest.vm import LOOPBACK
 
 
 def add_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -114,12 +116,12 @@ def ssh_shell(prepared: pipeline.Prepared, options: Options, run_dir: Path,
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import report
-    return report.main(options_from(args), args.results, args.keyword, args.bisect_exit)
+    from harness.suite import run
+    return run.main(options_from(args), args.results, args.keyword, args.bisect_exit)
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
-    from . import bisect
+    from harness.suite import bisect
     values = options.given(args)  # bisect's --tree is the repository, not an option value:
     # a placeholder here, every step is run with --tree set to bisect's worktree
     chosen = options.merge(getattr(args, "config", None), {**values, "tree": "debian:6.12"})
@@ -128,13 +130,13 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    from . import nightly
-    return nightly.main(args.matrix, args.results, args.shard, args.compare, args.tolerance)
+    from harness.nightly import runner
+    return runner.main(args.matrix, args.results, args.shard, args.compare, args.tolerance)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from . import nightly
-    return nightly.compare_main(args.current, args.previous, args.tolerance)
+    from harness.nightly import runner
+    return runner.compare_main(args.current, args.previous, args.tolerance)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -142,7 +144,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from . import bench
+    from harness import bench
     return bench.main(options_from(args), rounds=args.rounds, cold=not args.no_cold,
                       ssh=not args.no_ssh)
 

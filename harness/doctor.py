@@ -8,8 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import read_json, subdir
-from .image import is_static
+from harness.cache import read_json, subdir
+from harness.guest.image import is_static
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Options shared by the commands: defaults, a YAML file, then the command line."""
+"""Every build and boot option, declared once (Options), and the surfaces derived from it:
+command-line arguments, pytest options, PTE_HARNESS_* variables, options files and matrix keys."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from . import source
-from .errors import UsageError
+from harness.kernel import source
+from harness.errors import UsageError
 
 PROJECT_ROOT = Path(os.environ.get("PTE_HARNESS_ROOT") or Path(__file__).resolve().parent.parent)
 KCONFIG_DIR = PROJECT_ROOT / "kconfigs"

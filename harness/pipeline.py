@@ -7,10 +7,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import build, image, source, sshkeys
-from .cache import subdir
-from .options import GUEST_SCRIPTS, GUEST_SOURCES, Options
-from .session import BootOptions, Session
+from harness.kernel import build, source
+from harness.guest import image, sshkeys
+from harness.cache import subdir
+from harness.options import GUEST_SCRIPTS, GUEST_SOURCES, Options
+from harness.guest.session import BootOptions, Session
 
 
 @dataclass(frozen=True)

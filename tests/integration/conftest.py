@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import source
+from harness.kernel import source
 
 
 def git(repo: Path, *args: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import patches, source
+from harness.kernel import patches, source
 from harness.options import PATCH_DIR
 
 pytestmark = pytest.mark.kernel

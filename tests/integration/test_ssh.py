@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import pipeline, sshkeys, vm
+from harness import pipeline
+from harness.guest import sshkeys, vm
 from harness.errors import GuestTimeout
 from harness.options import Options
-from harness.session import Session
-from harness.ssh import HostKeyMismatch
+from harness.guest.session import Session
+from harness.guest.ssh import HostKeyMismatch
 
 pytestmark = pytest.mark.kernel
 

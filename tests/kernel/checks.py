@@ -7,7 +7,7 @@ the JSON summary) carries the numbers.
 
 from __future__ import annotations
 
-from harness.ptecache import CACHED, SPLITS, Trace, grouping_bound, ptm
+from tests.kernel.ptecache import CACHED, SPLITS, Trace, grouping_bound, ptm
 
 N = 2048
 # Unmovable free memory scattered over many 2M regions: what a long-running system has.

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.ptecache import ptm
+from tests.kernel.ptecache import ptm
 
 from .checks import N, check_atomic_served
 

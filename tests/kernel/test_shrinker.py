@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.ptecache import CACHED, SPLITS, Trace, ptm
+from tests.kernel.ptecache import CACHED, SPLITS, Trace, ptm
 
 from .checks import N, check_shrinker_count
 

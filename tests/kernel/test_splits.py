@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.ptecache import KB_PER_PMD, SPLITS, ptm
+from tests.kernel.ptecache import KB_PER_PMD, SPLITS, ptm
 
 from .checks import N, check_baseline, check_grouping, check_reuse
 

@@ -3,7 +3,7 @@ the kernel log must stay clean (PROVE_LOCKING, DEBUG_ATOMIC_SLEEP, DEBUG_VM, DEB
 
 import pytest
 
-from harness.ptecache import ptm
+from tests.kernel.ptecache import ptm
 
 pytestmark = pytest.mark.kernel
 CYCLE = "alloc 10000 free all alloc 10000 free 5000 alloc_atomic 10000 free all"

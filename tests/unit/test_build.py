@@ -1,6 +1,6 @@
 import pytest
 
-from harness import build, source
+from harness.kernel import build, source
 from harness.errors import UsageError
 from harness.cache import write_json_atomic
 
@@ -12,7 +12,7 @@ def request(tree, tmp_path, text="CONFIG_A=y\n"):
 
 
 def test_key_follows_inputs(cache, fake_tree, tmp_path):
-    from harness import kconfig
+    from harness.kernel import kconfig
     r = request(fake_tree, tmp_path)
     frags = [kconfig.load_fragment(p) for p in r.fragments]
     key = build.build_key(r, source.identify(r.tree), None, frags)
@@ -24,7 +24,7 @@ def test_key_follows_inputs(cache, fake_tree, tmp_path):
 
 def test_cached_build_runs_no_make(cache, fake_tree, tmp_path, monkeypatch):
     r = request(fake_tree, tmp_path)
-    from harness import kconfig
+    from harness.kernel import kconfig
     key = build.build_key(r, source.identify(r.tree), None, [kconfig.load_fragment(p) for p in r.fragments])
     build_dir = cache / "builds" / key[:24]
     (build_dir / "arch/x86/boot").mkdir(parents=True)

@@ -39,7 +39,8 @@ def test_doctor_lists_prerequisites(capsys):
 
 
 def test_bisect_passes_its_options_to_every_step(monkeypatch, tmp_path):
-    from harness import bisect, options
+    from harness.suite import bisect
+    from harness import options
     seen = {}
     monkeypatch.setattr(bisect, "main", lambda tree, good, bad, chosen, keyword, results, retries:
                         seen.update(tree=tree, options=chosen, keyword=keyword, retries=retries) or 0)

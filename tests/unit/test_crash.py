@@ -1,4 +1,4 @@
-from harness import crash
+from harness.guest import crash
 from tests.conftest import DATA
 
 WARNING_LOG = """[    1.000000] ok line

@@ -6,8 +6,8 @@ import pexpect
 import pytest
 
 from harness.errors import GuestTimeout
-from harness.guest import Guest, GuestGone
-from harness.image import READY
+from harness.guest.serial import Guest, GuestGone
+from harness.guest.image import READY
 
 
 @pytest.fixture(params=["sh", "busybox"])
@@ -66,7 +66,7 @@ def test_eof_is_guest_gone():
 def test_put_get_byte_identical(shell, tmp_path):
     """Over a tty without echo, as the guest's init sets up ttyS1."""
     import os
-    from harness import guest as guest_module
+    from harness.guest import serial as guest_module
     argv = shell.split() + ["-c", f"stty -echo -onlcr; echo {READY}; exec sh"]
     child = pexpect.spawn(shutil.which(argv[0]), argv[1:], encoding="utf-8",
                           env={"PATH": "/usr/bin:/bin"})

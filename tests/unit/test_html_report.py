@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from harness import html_report
+from harness.nightly import report
 from tests import browser
 
 MIB = 1 << 20
@@ -31,13 +31,13 @@ def combined(tmp_path):
 
 
 def test_strip_geometry():
-    svg = html_report.strip_svg([[0, 2 * MIB, "pte"], [2 * MIB, 4 * MIB, "pmd"]], 4 * MIB, "x")
+    svg = report.strip_svg([[0, 2 * MIB, "pte"], [2 * MIB, 4 * MIB, "pmd"]], 4 * MIB, "x")
     assert svg.count('class="run"') == 2
-    assert 'x="480.00" y="0" width="480.00"' in svg and html_report.COLOURS["pmd"] in svg
+    assert 'x="480.00" y="0" width="480.00"' in svg and report.COLOURS["pmd"] in svg
 
 
 def test_report_renders_in_chromium_with_pictures_and_no_console_errors(tmp_path):
-    page = html_report.write(tmp_path, combined(tmp_path))
+    page = report.write(tmp_path, combined(tmp_path))
     text = page.read_text()
     assert "patch 0001-&lt;x&gt;.patch does not apply" in text  # escaped
     assert "not finished (v6.1)" in text
@@ -52,6 +52,6 @@ def test_moved_figures_are_listed(tmp_path):
     data["compare"] = {"previous": "old/summary.json", "tolerance": 0.2, "moved": [
         {"cell": "v6.12", "test": "t.py::test_grouping", "figure": "splits", "before": 5,
          "after": 9, "change": "+80%"}]}
-    page = html_report.render(data, {})
+    page = report.render(data, {})
     assert "Figures moved since old/summary.json" in page
     assert "<td>splits</td><td>5</td><td>9</td><td>+80%</td>" in page

@@ -1,7 +1,7 @@
 import stat
 import subprocess
 
-from harness import image
+from harness.guest import image
 
 
 def test_newc_readable_by_cpio(tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 
-from harness import kconfig
+from harness.kernel import kconfig
 from harness.errors import ConfigError
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import compare, matrix, nightly, options
+from harness.nightly import compare, matrix, runner
+from harness import options
 from harness.errors import UsageError
 from harness.options import PROJECT_ROOT
 
@@ -85,16 +86,16 @@ def test_matrices_in_the_project_load():
 
 
 def test_classify_fail_from_error():
-    assert nightly.classify({"outcome": "passed"}) == "PASS"
-    assert nightly.classify({"outcome": "failed", "message": "AssertionError: 9 splits"}) == "FAIL"
-    assert nightly.classify({"outcome": "error", "message": "KernelCrash: kernel crashed while "
+    assert runner.classify({"outcome": "passed"}) == "PASS"
+    assert runner.classify({"outcome": "failed", "message": "AssertionError: 9 splits"}) == "FAIL"
+    assert runner.classify({"outcome": "error", "message": "KernelCrash: kernel crashed while "
                                                             "booting: Oops"}) == "FAIL"
-    assert nightly.classify({"outcome": "error", "message": "kernel could not be prepared "
+    assert runner.classify({"outcome": "error", "message": "kernel could not be prepared "
                                                             "(patch error, exit 242)"}) == "ERROR"
-    assert nightly.cell_verdict({"a": {"result": "PASS"}, "b": {"result": "ERROR"}}, None) == "ERROR"
-    assert nightly.cell_verdict({"a": {"result": "FAIL"}, "b": {"result": "ERROR"}}, None) == "FAIL"
-    assert nightly.cell_verdict({}, "timed out") == "ERROR"
-    assert nightly.cell_verdict({"a": {"result": "PASS"}}, None) == "PASS"
+    assert runner.cell_verdict({"a": {"result": "PASS"}, "b": {"result": "ERROR"}}, None) == "ERROR"
+    assert runner.cell_verdict({"a": {"result": "FAIL"}, "b": {"result": "ERROR"}}, None) == "FAIL"
+    assert runner.cell_verdict({}, "timed out") == "ERROR"
+    assert runner.cell_verdict({"a": {"result": "PASS"}}, None) == "PASS"
 
 
 def summary_with(figures: dict) -> dict:
@@ -127,14 +128,14 @@ def fake_run(tests: dict[str, dict], status: int = 0):
 def test_combined_summary_report_and_exit_status(tmp_path, monkeypatch):
     path = write(tmp_path, "trees: {good: a, bad: b, broken: c}\n")
     patch_error = "kernel could not be prepared (patch error, exit 242): patch 0001-x.patch does not apply"
-    monkeypatch.setattr(nightly, "run_cell", fake_run({
+    monkeypatch.setattr(runner, "run_cell", fake_run({
         "good": {"t::a": {"outcome": "passed", "seconds": 1, "figures": {"splits": 5}}},
         "bad": {"t::a": {"outcome": "failed", "seconds": 1, "message": "AssertionError: 80 splits"}},
         "broken": {"t::a": {"outcome": "error", "seconds": 0, "message": patch_error},
                    "t::b": {"outcome": "error", "seconds": 0, "message": patch_error}}}, status=1))
-    status = nightly.main(path, tmp_path / "r", None, None, None)
+    status = runner.main(path, tmp_path / "r", None, None, None)
     combined = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert status == nightly.EXIT_FAIL and combined["finished"] and combined["exit_status"] == 1
+    assert status == runner.EXIT_FAIL and combined["finished"] and combined["exit_status"] == 1
     cells = combined["cells"]
     assert cells["good"]["verdict"] == "PASS" and cells["good"]["tests"]["t::a"]["figures"] == {"splits": 5}
     assert cells["bad"]["verdict"] == "FAIL"
@@ -142,8 +143,8 @@ def test_combined_summary_report_and_exit_status(tmp_path, monkeypatch):
     page = (tmp_path / "r" / "report.html").read_text()
     assert "0001-x.patch" in page and "AssertionError: 80 splits" in page
 
-    again = nightly.main(path, tmp_path / "r2", "1/3", tmp_path / "r" / "summary.json", None)
-    assert again == nightly.EXIT_PASS  # only 'good', figures unchanged
+    again = runner.main(path, tmp_path / "r2", "1/3", tmp_path / "r" / "summary.json", None)
+    assert again == runner.EXIT_PASS  # only 'good', figures unchanged
     assert json.loads((tmp_path / "r2" / "summary.json").read_text())["compare"]["moved"] == []
 
 
@@ -155,8 +156,8 @@ def test_interrupted_run_leaves_a_summary_of_what_finished(tmp_path, monkeypatch
         if cell.name == "two":
             raise KeyboardInterrupt
         return done(cell, cell_dir)
-    monkeypatch.setattr(nightly, "run_cell", run)
-    assert nightly.main(path, tmp_path / "r", None, None, None) == nightly.EXIT_INTERRUPTED
+    monkeypatch.setattr(runner, "run_cell", run)
+    assert runner.main(path, tmp_path / "r", None, None, None) == runner.EXIT_INTERRUPTED
     combined = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert not combined["finished"]
     assert {n: c["status"] for n, c in combined["cells"].items()} == {
@@ -169,15 +170,15 @@ def test_cell_timeout_kills_the_process_group(tmp_path, monkeypatch):
     child = f"import time; time.sleep(2); open({str(marker)!r}, 'w')"
     script = (f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); "
               "print('started', flush=True); time.sleep(60)")
-    monkeypatch.setattr(nightly, "cell_command", lambda cell, cell_dir: [sys.executable, "-c", script])
+    monkeypatch.setattr(runner, "cell_command", lambda cell, cell_dir: [sys.executable, "-c", script])
     cell = matrix.Cell(name="slow", options=options.Options(tree="x"), timeout=1.0)
     start = time.monotonic()
-    status, timed_out = nightly.run_cell(cell, tmp_path / "slow")
+    status, timed_out = runner.run_cell(cell, tmp_path / "slow")
     assert timed_out and status is None and time.monotonic() - start < 15
     assert "started" in (tmp_path / "slow" / "run.log").read_text()
     time.sleep(2.5)
     assert not marker.exists()  # the grandchild died with the group
-    entry = nightly.collect(cell, tmp_path / "slow", status, timed_out, 1.0)
+    entry = runner.collect(cell, tmp_path / "slow", status, timed_out, 1.0)
     assert entry["verdict"] == "ERROR" and "timed out after 1s" in entry["error"]
 
 
@@ -186,9 +187,9 @@ def test_compare_command(tmp_path, capsys):
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "summary.json").write_text(json.dumps(summary_with({"splits": 5})))
     (tmp_path / "new.json").write_text(json.dumps(summary_with({"splits": 9})))
-    assert cli.main(["compare", str(tmp_path / "new.json"), str(tmp_path / "old")]) == nightly.EXIT_MOVED
+    assert cli.main(["compare", str(tmp_path / "new.json"), str(tmp_path / "old")]) == runner.EXIT_MOVED
     assert "splits 5 -> 9 (+80%)" in capsys.readouterr().out
     assert cli.main(["compare", str(tmp_path / "new.json"), str(tmp_path / "old"),
-                     "--tolerance", "1.0"]) == nightly.EXIT_PASS
+                     "--tolerance", "1.0"]) == runner.EXIT_PASS
     assert cli.main(["compare", str(tmp_path / "new.json"), str(tmp_path / "nope")]) == 240
     assert "not a nightly summary.json" in capsys.readouterr().err

@@ -15,10 +15,13 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from harness import bisect, cli, matrix, options, pipeline, report, source
-from harness.build import BuildRequest
+from harness.suite import bisect, run
+from harness import cli, options, pipeline
+from harness.nightly import matrix
+from harness.kernel import source
+from harness.kernel.build import BuildRequest
 from harness.options import Options
-from harness.session import BootOptions
+from harness.guest.session import BootOptions
 
 
 def names(request: BuildRequest) -> list[str]:
@@ -101,7 +104,7 @@ def capture(monkeypatch) -> dict[str, Options]:
         seen["options"] = plugins[0].options
         return 0
 
-    monkeypatch.setattr(report.pytest, "main", fake_pytest_main)
+    monkeypatch.setattr(run.pytest, "main", fake_pytest_main)
     return seen
 
 

@@ -56,7 +56,7 @@ def test_series_auto_follows_tree_version(fake_tree, tmp_path):
 
 def test_release_of_git_tree_reads_makefile_at_ref(fake_tree):
     import subprocess
-    from harness import source
+    from harness.kernel import source
     run = lambda *a: subprocess.run(["git", "-C", str(fake_tree), "-c", "user.name=t",  # noqa: E731
                                      "-c", "user.email=t@t", *a], check=True, capture_output=True)
     run("init", "-q")
@@ -78,7 +78,7 @@ def test_ssh_adds_net_fragment_last():
 
 
 def test_ssh_build_key_differs(cache, fake_tree):
-    from harness import build, kconfig, source
+    from harness.kernel import build, kconfig, source
 
     def key(transport):
         opts = options.Options(tree=str(fake_tree), series="none", transport=transport)

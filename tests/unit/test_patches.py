@@ -1,6 +1,6 @@
 import pytest
 
-from harness import patches, source
+from harness.kernel import patches, source
 from harness.errors import PatchError
 
 GOOD = """From: someone

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness import report
+from harness.suite import run
 
 
 def test_broken_build_errors_every_test_with_its_cause(pytester, cache, tmp_path):
@@ -67,9 +67,9 @@ def test_run_hands_its_options_to_pytest_in_process(tmp_path, monkeypatch):
         seen.update(args=args, plugins=plugins)
         return 0
 
-    monkeypatch.setattr(report.pytest, "main", fake_main)
+    monkeypatch.setattr(run.pytest, "main", fake_main)
     chosen = options.Options(transport="ssh", base="defconfig", jobs=3, append="quiet")
-    assert report.main(chosen, tmp_path / "r", "shrinker") == 0
+    assert run.main(chosen, tmp_path / "r", "shrinker") == 0
     assert [p.options for p in seen["plugins"]] == [chosen]
     assert not any(a.startswith(("--transport", "--base", "--jobs")) for a in seen["args"])
     command = (tmp_path / "r" / "command.txt").read_text()
@@ -91,7 +91,7 @@ def test_markers_registered(pytester):
 
 
 def test_format_summary():
-    text = report.format_summary({
+    text = run.format_summary({
         "kernel": {"version": "6.12.117", "tree": "debian:6.12", "series": "v6.12"},
         "tests": {"tests/kernel/t.py::test_a": {"outcome": "passed", "seconds": 1.5,
                                                  "figures": {"splits": 5}},
@@ -114,7 +114,7 @@ def test_format_summary():
 ])
 def test_bisect_status(status, tests, kernel, verdict):
     summary = {"tests": tests, **({"kernel": {"version": "6.12"}} if kernel else {})}
-    assert report.bisect_status(status, summary) == verdict
+    assert run.bisect_status(status, summary) == verdict
 
 
 def test_usage_error_while_preparing_stops_the_session(pytester, cache, fake_tree, tmp_path):
@@ -129,7 +129,7 @@ def test_usage_error_while_preparing_stops_the_session(pytester, cache, fake_tre
                                           f"--results={tmp_path / 'results'}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "is not clean" in result.stdout.str()
-    assert report.bisect_status(result.ret, {}) == report.BISECT_ABORT
+    assert run.bisect_status(result.ret, {}) == run.BISECT_ABORT
 
 
 def test_summary_message_is_the_preparation_error(pytester, cache, tmp_path):

@@ -1,4 +1,4 @@
-from harness import ptecache
+from tests.kernel import ptecache
 
 OUTPUT = """state shrinkers=1 shrinker_count=0 nr_pte_mapped_cached=0 direct_map_level2_splits=3 MemFree=100
 result alloc 2048 requested 2048 succeeded 2047 failed 1
@@ -53,7 +53,7 @@ class FakeSession:
         self.direct_maps = {}
 
     def run(self, command, timeout):
-        from harness.guest import CommandResult
+        from harness.guest.serial import CommandResult
         return CommandResult(command, 0, self.output, 0.1)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import source
+from harness.kernel import source
 from harness.errors import TreeError
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from harness import ssh
+from harness.guest import ssh
 from harness.errors import BootError, GuestTimeout
-from harness.guest import GuestGone
-from harness.sshkeys import ClientKey, HostKey, new_client_key
+from harness.guest.serial import GuestGone
+from harness.guest.sshkeys import ClientKey, HostKey, new_client_key
 
 
 def host_key_of(key: ClientKey) -> HostKey:

@@ -5,7 +5,7 @@ import threading
 
 import paramiko
 
-from harness import sshkeys
+from harness.guest import sshkeys
 
 
 def test_host_key_generated_private_and_reused(tmp_path):

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from harness import vm
+from harness.guest import vm
 from harness.errors import BootError, UsageError
 
 

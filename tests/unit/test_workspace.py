@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import workspace
+from harness.kernel import workspace
 
 
 def write_tree(root: Path, files: dict[str, str]) -> Path:

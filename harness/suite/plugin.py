@@ -22,12 +22,13 @@ from typing import Callable, Iterator
 
 import pytest
 
-from . import crash, options, pipeline
-from .cache import write_json_atomic
-from .errors import BootError, HarnessError, KernelCrash, UsageError
-from .options import Options
-from .report import HandOff
-from .session import Session
+from harness.guest import crash
+from harness import options, pipeline
+from harness.cache import write_json_atomic
+from harness.errors import BootError, HarnessError, KernelCrash, UsageError
+from harness.options import Options
+from harness.suite.run import HandOff
+from harness.guest.session import Session
 
 SESSIONS = pytest.StashKey[list[Session]]()
 FIGURES = pytest.StashKey[dict[str, object]]()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .matrix import Tolerances
+from harness.nightly.matrix import Tolerances
 
 
 @dataclass(frozen=True)

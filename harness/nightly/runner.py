@@ -12,10 +12,10 @@ import threading
 import time
 from pathlib import Path
 
-from . import compare, html_report, matrix
-from .cache import read_json, write_json_atomic
-from .progress import say
-from .errors import UsageError
+from harness.nightly import compare, report, matrix
+from harness.cache import read_json, write_json_atomic
+from harness.progress import say
+from harness.errors import UsageError
 
 PASS, FAIL, ERROR, SKIP = "PASS", "FAIL", "ERROR", "SKIP"
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_MOVED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -229,7 +229,7 @@ def compare_main(current: Path, previous: Path, tolerance: float | None) -> int:
 def _write(results: Path, combined: dict) -> None:
     combined["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json_atomic(results / "summary.json", combined)
-    html_report.write(results, combined)
+    report.write(results, combined)
 
 
 def format_combined(combined: dict) -> str:

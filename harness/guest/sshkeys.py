@@ -17,7 +17,7 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .errors import BuildError, UsageError
+from harness.errors import BuildError, UsageError
 
 KEY_TYPE = "ssh-ed25519"
 HOST_KEY_NAME = "dropbear_ed25519_host_key"

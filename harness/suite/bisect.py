@@ -14,12 +14,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .cache import read_json, sha256_text, subdir, write_json_atomic
-from .progress import say
-from . import options as options_module
-from .errors import TreeError, UsageError
-from .options import Options
-from .report import BISECT_BAD, BISECT_GOOD, BISECT_SKIP
+from harness.cache import read_json, sha256_text, subdir, write_json_atomic
+from harness.progress import say
+from harness import options as options_module
+from harness.errors import TreeError, UsageError
+from harness.options import Options
+from harness.suite.run import BISECT_BAD, BISECT_GOOD, BISECT_SKIP
 
 MAX_STEPS = 60
 

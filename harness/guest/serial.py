@@ -17,8 +17,8 @@ from typing import Callable
 
 import pexpect
 
-from .errors import GuestTimeout, HarnessError
-from .image import READY
+from harness.errors import GuestTimeout, HarnessError
+from harness.guest.image import READY
 
 
 START_TIMEOUT = 30.0  # the shell echoes the begin marker at once when it is alive

@@ -7,7 +7,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, UsageError
+from harness.errors import ConfigError, UsageError
 
 BASES = ("tinyconfig", "defconfig", "allnoconfig")
 _ASSIGN = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")

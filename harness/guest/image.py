@@ -11,8 +11,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import subdir
-from .errors import BuildError, UsageError
+from harness.cache import subdir
+from harness.errors import BuildError, UsageError
 
 READY = "PTE-HARNESS-READY"
 GUEST_SCRIPT_DIR = "/scripts"

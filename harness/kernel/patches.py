@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .cache import sha256_file, sha256_text, subdir
-from .progress import Stage
-from .errors import PatchError
-from .source import KernelTree
+from harness.cache import sha256_file, sha256_text, subdir
+from harness.progress import Stage
+from harness.errors import PatchError
+from harness.kernel.source import KernelTree
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import sha256_text, subdir, write_json_atomic
-from .progress import Stage
+from harness.cache import sha256_text, subdir, write_json_atomic
+from harness.progress import Stage
 
 SKIP_TOP = {".git", ".harness-complete"}  # never part of what is compiled
 TMP_SUFFIX = ".pte-harness-tmp"
@@ -263,7 +263,7 @@ def closest_objdir(space: Workspace, objdir: Path, config: dict[str, str]) -> Pa
 
 
 def _config_lines(path: Path) -> set[str]:
-    from .kconfig import parse_config_text  # config parsing lives in the next stage
+    from harness.kernel.kconfig import parse_config_text  # config parsing lives in the next stage
     try:
         return {f"{k}={v}" for k, v in parse_config_text(path.read_text()).items()}
     except OSError:

@@ -1,6 +1,6 @@
-"""Parsers for what the guest exposes: /proc/vmstat, /proc/meminfo, shrinker debugfs files
-and the kernel page-table dump (its direct-map section). The kernel tests read vmstat and
-meminfo through ``guest-scripts/ptm`` (see ptecache.py), the page-table dump through here."""
+"""The direct map as the kernel's page-table dump shows it (its "Low Kernel Mapping"
+section): runs of addresses with their level and flags. The kernel tests read vmstat, meminfo
+and the shrinker's count through ``guest-scripts/ptm`` (see ptecache.py)."""
 
 from __future__ import annotations
 
@@ -12,38 +12,6 @@ DIRECT_MAP_SECTION = "Low Kernel Mapping"
 LEVELS = ("pgd", "p4d", "pud", "pmd", "pte")
 _SECTION = re.compile(r"^---\[ (.+) \]---$")
 _RUN = re.compile(r"^0x([0-9a-f]+)-0x([0-9a-f]+)\s+\S+\s*(.*?)\s*(pgd|p4d|pud|pmd|pte)\s*$")
-
-
-def parse_vmstat(text: str) -> dict[str, int]:
-    values: dict[str, int] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and re.fullmatch(r"-?\d+", parts[1]):
-            values[parts[0]] = int(parts[1])
-    return values
-
-
-def parse_meminfo(text: str) -> dict[str, int]:
-    """Field -> value in kB (or a plain count for fields without a unit)."""
-    values: dict[str, int] = {}
-    for line in text.splitlines():
-        match = re.match(r"^([\w()]+):\s+(\d+)(?: kB)?$", line.strip())
-        if match:
-            values[match.group(1)] = int(match.group(2))
-    return values
-
-
-def parse_shrinker_count(text: str) -> int:
-    """Sum over nodes of a shrinker debugfs ``count`` file: lines '<ino> <n0> <n1>...'.
-
-    The file is empty when the shrinker has nothing to free.
-    """
-    total = 0
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 2:
-            total += sum(int(n) for n in fields[1:])
-    return total
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
-from . import kconfig, patches, source, workspace
-from .cache import read_json, sha256_file, sha256_text, subdir, write_json_atomic
-from .progress import Stage, say
-from .errors import BuildError, UsageError
-from .kconfig import Fragment
+from harness.kernel import kconfig, patches, source, workspace
+from harness.cache import read_json, sha256_file, sha256_text, subdir, write_json_atomic
+from harness.progress import Stage, say
+from harness.errors import BuildError, UsageError
+from harness.kernel.kconfig import Fragment
 
 RECIPE = "pte-harness-build-2"  # bump when the way images are built changes
 ARCH = "x86_64"

@@ -26,10 +26,10 @@ from typing import Callable, TextIO
 
 import paramiko
 
-from .errors import BootError, GuestTimeout, HarnessError
-from .guest import CommandResult, GuestGone
-from .image import GUEST_PATH
-from .sshkeys import ClientKey, HostKey
+from harness.errors import BootError, GuestTimeout, HarnessError
+from harness.guest.serial import CommandResult, GuestGone
+from harness.guest.image import GUEST_PATH
+from harness.guest.sshkeys import ClientKey, HostKey
 
 USER = "root"
 HOST = "127.0.0.1"

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pexpect.fdpexpect
 
-from . import crash, vm
-from .progress import say
-from .errors import BootError, GuestTimeout, KernelCrash, UsageError
-from .guest import CommandResult, Guest, GuestGone
-from .ssh import SshGuest
-from .sshkeys import HostKey, new_client_key
+from harness.guest import crash, vm
+from harness.progress import say
+from harness.errors import BootError, GuestTimeout, KernelCrash, UsageError
+from harness.guest.serial import CommandResult, Guest, GuestGone
+from harness.guest.ssh import SshGuest
+from harness.guest.sshkeys import HostKey, new_client_key
 
 TRANSPORTS = ("serial", "ssh")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from . import options as options_module
-from . import source
-from .cache import read_json, subdir
-from .options import PROJECT_ROOT, Options
+from harness import options as options_module
+from harness.kernel import source
+from harness.cache import read_json, subdir
+from harness.options import PROJECT_ROOT, Options
 
 SUITE = PROJECT_ROOT / "tests" / "kernel"
 

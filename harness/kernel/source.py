@@ -20,9 +20,9 @@ from pathlib import Path
 
 import requests
 
-from .cache import sha256_file, sha256_text, subdir
-from .progress import Stage, say
-from .errors import TreeError
+from harness.cache import sha256_file, sha256_text, subdir
+from harness.progress import Stage, say
+from harness.errors import TreeError
 
 DEFAULT_TREE = "debian:6.12"
 DEBIAN_SRC = Path("/usr/src")

@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from .readers import DirectMap, parse_run
+from .directmap import DirectMap, parse_run
 
 PAGES_PER_PMD = 512
 KB_PER_PMD = 2048

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import options as options_module
-from .errors import UsageError
-from .options import Options, read_yaml
+from harness import options as options_module
+from harness.errors import UsageError
+from harness.options import Options, read_yaml
 
 TOP_KEYS = {"defaults", "trees", "series", "configs", "tests", "cells", "compare"}
 OWN_KEYS = frozenset({"name", "tests", "cell-timeout"})  # a cell's own, not options

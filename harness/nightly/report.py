@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from .cache import read_json
+from harness.cache import read_json
 
 COLOURS = {"pud": "#2b6cb0", "pmd": "#38a169", "pte": "#dd6b20"}
 LEVEL_NAMES = {"pud": "1G", "pmd": "2M", "pte": "4K"}

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .cache import read_json, subdir, write_json_atomic
-from .errors import BootError, UsageError
-from .image import READY
+from harness.cache import read_json, subdir, write_json_atomic
+from harness.errors import BootError, UsageError
+from harness.guest.image import READY
 
 BASE_APPEND = "console=ttyS0 panic=-1 nopti no5lvl"
 PROBE_TIMEOUT = 8.0

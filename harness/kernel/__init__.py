@@ -1,0 +1,1 @@
+"""Kernel stages: tree (source) -> series (patches) -> workspace -> config (kconfig) -> build."""

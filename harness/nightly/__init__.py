@@ -1,0 +1,1 @@
+"""Nightly runs: matrix files, the cell runner, compare and the HTML report."""
