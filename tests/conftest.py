@@ -11,9 +11,11 @@ DATA = Path(__file__).parent / "data"
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private PTE_HARNESS_CACHE for one test."""
+    """A private PTE_HARNESS_CACHE (and build lock: a unit test never waits for a real
+    build elsewhere on the machine) for one test."""
     path = tmp_path / "cache"
     monkeypatch.setenv("PTE_HARNESS_CACHE", str(path))
+    monkeypatch.setenv("PTE_HARNESS_BUILD_LOCK", str(tmp_path / "build.lock"))
     return path
 
 
