@@ -100,7 +100,7 @@ def ssh_shell(prepared: pipeline.Prepared, options: Options, run_dir: Path,
             tempfile.TemporaryDirectory(prefix="pte-harness-ssh-") as tmp:
         if print_qemu:
             say(f"QEMU command line: {session.config.shell_command()}")
-        assert isinstance(session.guest, SshGuest) and prepared.host_key
+        assert isinstance(session.guest, SshGuest) and prepared.host_key and session.client_key
         port = session.config.ssh_port
         identity, known = Path(tmp) / "id_ed25519", Path(tmp) / "known_hosts"
         identity.write_text(session.client_key.private_openssh)

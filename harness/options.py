@@ -199,7 +199,7 @@ def check_value(name: str, value: Any, where: str) -> Any:
         names = " or ".join(t.__name__ for t in wanted)
         raise UsageError(f"{where}: key {key(name)!r} must be a {names}, "
                          f"not {type(value).__name__} ({_short(value)})")
-    if spec.kind == "list":
+    if isinstance(value, list):
         if not all(isinstance(item, str) for item in value):
             raise UsageError(f"{where}: key {key(name)!r} must be a list of strings")
         value = tuple(value)
@@ -279,7 +279,7 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup | Any,
                   groups: tuple[str, ...] = ("kernel", "guest"), pytest: bool = False,
                   skip: tuple[str, ...] = ()) -> None:
     """One argument per option of ``groups`` (pytest: with its pytest flag and old names).

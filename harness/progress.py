@@ -28,7 +28,7 @@ class _StderrHandler(logging.StreamHandler):
         super().__init__()
         self.setFormatter(logging.Formatter("pte-harness: %(message)s"))
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):  # noqa: D401 - logging reads this attribute
         return sys.stderr
 

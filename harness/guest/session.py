@@ -134,7 +134,7 @@ class Session:
                               f"({len(findings)} report(s); console: {self.config.console_log})",
                               crash.report(findings))
 
-    def _explain(self, exc: Exception, doing: str) -> Exception:
+    def _explain(self, exc: GuestGone | GuestTimeout, doing: str) -> Exception:
         """Turn a lost or silent guest into a crash, boot failure or timeout with evidence."""
         if isinstance(exc, GuestGone):
             self._wait_exit(2.0)

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from harness.nightly import compare, report, matrix
 from harness.cache import read_json, write_json_atomic
@@ -154,7 +155,7 @@ def main(matrix_path: Path, results: Path | None, shard: str | None,
     previous_summary = _read_summary(previous, "--compare") if previous is not None else None
     results = (results or Path("results") / time.strftime("nightly-%Y%m%d-%H%M%S")).resolve()
     results.mkdir(parents=True, exist_ok=True)
-    combined = {"matrix": str(matrix_path.resolve()), "shard": f"{index}/{count}",
+    combined: dict[str, Any] = {"matrix": str(matrix_path.resolve()), "shard": f"{index}/{count}",
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": False,
                 "exit_status": None,
                 "cells": {cell.name: {"status": "pending", "spec": cell.describe(),

@@ -18,7 +18,7 @@ import shutil
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 import pytest
 
@@ -182,7 +182,7 @@ class Recorder:
             entry["message"] = _first_error_line(text)
         elif report.skipped and entry["outcome"] == "passed":
             entry["outcome"] = "skipped"
-        props = dict(report.user_properties)
+        props = {name: str(value) for name, value in report.user_properties}
         figures = {k: json.loads(v) for k, v in props.items()
                    if not k.startswith(("console", "transport", MAP_PREFIX))}
         if figures:
@@ -228,7 +228,8 @@ def write_summary(config: pytest.Config, exitstatus: int | None) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item,
+                               call: pytest.CallInfo) -> Generator[None, Any, None]:
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
     if report.when != "call":
