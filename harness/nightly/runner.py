@@ -17,22 +17,20 @@ from harness.nightly import compare, report, matrix
 from harness.cache import read_json, write_json_atomic
 from harness.progress import say
 from harness.errors import UsageError
+from harness.suite.summary import Outcome, Summary, TestResult
 
 PASS, FAIL, ERROR, SKIP = "PASS", "FAIL", "ERROR", "SKIP"
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_MOVED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
-def classify(entry: dict) -> str:
-    """One test of a cell: FAIL when the kernel is wrong (an assertion, or a kernel-log
-    report or crash), ERROR when the run could not tell (setup: patch, build, boot)."""
-    outcome = entry.get("outcome")
-    if outcome == "passed":
+def classify(result: TestResult) -> str:
+    """One test of a cell: FAIL when the kernel is wrong (an assertion, a kernel-log report
+    or a crash), ERROR when the run could not tell (setup: patch, build, boot)."""
+    if result.outcome == Outcome.PASSED:
         return PASS
-    if outcome == "skipped":
+    if result.outcome == Outcome.SKIPPED:
         return SKIP
-    if outcome == "failed" or "kernel crashed" in entry.get("message", ""):
-        return FAIL
-    return ERROR
+    return FAIL if result.outcome.kernel_is_wrong else ERROR
 
 
 def cell_verdict(tests: dict[str, dict], problem: str | None) -> str:
@@ -116,19 +114,20 @@ def _kill_group(process: subprocess.Popen) -> None:
 def collect(cell: matrix.Cell, cell_dir: Path, status: int | None, timed_out: bool,
             seconds: float) -> dict:
     """The combined summary's entry for a finished cell, from the cell's own summary.json."""
-    summary = read_json(cell_dir / "summary.json") or {}
-    tests = {}
-    for nodeid, entry in summary.get("tests", {}).items():
-        tests[nodeid] = {"result": classify(entry), "seconds": entry.get("seconds"),
-                         **{k: entry[k] for k in ("figures", "message") if k in entry}}
+    summary = Summary.read(cell_dir) or Summary()
+    tests: dict[str, dict[str, Any]] = {}
+    for nodeid, result in summary.tests.items():
+        tests[nodeid] = {"result": classify(result), "seconds": result.seconds,
+                         **({"figures": result.figures} if result.figures else {}),
+                         **({"message": result.message} if result.message else {})}
     problem = (f"timed out after {cell.timeout:.0f}s (the cell's processes were killed)"
                if timed_out else _problem(cell_dir / "run.log", status, tests))
     counts: dict[str, int] = {}
     for entry in tests.values():
         counts[entry["result"]] = counts.get(entry["result"], 0) + 1
     return {"status": "done", "verdict": cell_verdict(tests, problem), "error": problem,
-            "exit_status": status, "seconds": round(seconds, 1), "kernel": summary.get("kernel"),
-            "transport": summary.get("transport"),
+            "exit_status": status, "seconds": round(seconds, 1), "kernel": summary.kernel,
+            "transport": summary.transport,
             "counts": counts, "tests": tests}
 
 

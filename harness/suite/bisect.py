@@ -14,11 +14,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.cache import read_json, sha256_text, subdir, write_json_atomic
+from harness.cache import sha256_text, subdir, write_json_atomic
 from harness.progress import say
 from harness import options as options_module
 from harness.errors import TreeError, UsageError
 from harness.options import Options
+from harness.suite.summary import Summary
 from harness.suite.run import BISECT_BAD, BISECT_GOOD, BISECT_SKIP
 
 MAX_STEPS = 60
@@ -55,9 +56,9 @@ def bisect_worktree(repo: Path) -> Path:
 
 
 def figures_of(results: Path) -> dict:
-    summary = read_json(results / "summary.json") or {}
-    return {name.split("::")[-1]: entry.get("figures", {})
-            for name, entry in summary.get("tests", {}).items() if entry.get("figures")}
+    summary = Summary.read(results) or Summary()
+    return {name.split("::")[-1]: entry.figures
+            for name, entry in summary.tests.items() if entry.figures}
 
 
 def judge(worktree: Path, commit: str, step: int, run_args: list[str], results: Path,

@@ -24,10 +24,10 @@ import pytest
 
 from harness.guest import crash
 from harness import options, pipeline
-from harness.cache import write_json_atomic
 from harness.errors import BootError, HarnessError, KernelCrash, UsageError
 from harness.options import Options
 from harness.suite.run import HandOff
+from harness.suite.summary import Outcome, Summary, TestResult
 from harness.guest.session import Session
 
 SESSIONS = pytest.StashKey[list[Session]]()
@@ -166,7 +166,8 @@ class Recorder:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.outcomes: dict[str, dict] = {}
+        self.results: dict[str, TestResult] = {}
+        self.crashed: set[str] = set()  # tests whose guest crashed (KernelCrash raised)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self._record(report)
@@ -174,28 +175,25 @@ class Recorder:
             write_summary(self.config, None)
 
     def _record(self, report: pytest.TestReport) -> None:
-        entry = self.outcomes.setdefault(report.nodeid, {"outcome": "passed", "seconds": 0.0})
-        entry["seconds"] = round(entry["seconds"] + report.duration, 2)
+        entry = self.results.setdefault(report.nodeid, TestResult())
+        entry.seconds = round(entry.seconds + report.duration, 2)
         if report.failed:
-            entry["outcome"] = "failed" if report.when == "call" else "error"
-            text = str(report.longrepr) if report.longrepr else ""
-            entry["message"] = _first_error_line(text)
-        elif report.skipped and entry["outcome"] == "passed":
-            entry["outcome"] = "skipped"
+            if report.nodeid in self.crashed:
+                entry.outcome = Outcome.CRASHED
+            elif entry.outcome != Outcome.CRASHED:
+                entry.outcome = Outcome.FAILED if report.when == "call" else Outcome.ERROR
+            if not entry.message:
+                entry.message = _first_error_line(str(report.longrepr) if report.longrepr else "")
+        elif report.skipped and entry.outcome == Outcome.PASSED:
+            entry.outcome = Outcome.SKIPPED
         props = {name: str(value) for name, value in report.user_properties}
-        figures = {k: json.loads(v) for k, v in props.items()
-                   if not k.startswith(("console", "transport", MAP_PREFIX))}
-        if figures:
-            entry.setdefault("figures", {}).update(figures)
-        maps = {k[len(MAP_PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(MAP_PREFIX)}
-        if maps:
-            entry.setdefault("direct_maps", {}).update(maps)
-        consoles = [v for k, v in props.items() if k.startswith("console")]
-        if consoles:
-            entry["consoles"] = consoles
-        transports = [v for k, v in props.items() if k.startswith("transport")]
-        if transports:
-            entry["transports"] = transports
+        entry.figures.update({k: json.loads(v) for k, v in props.items()
+                              if not k.startswith(("console", "transport", MAP_PREFIX))})
+        entry.direct_maps.update({k[len(MAP_PREFIX):]: json.loads(v) for k, v in props.items()
+                                  if k.startswith(MAP_PREFIX)})
+        entry.consoles = [v for k, v in props.items() if k.startswith("console")] or entry.consoles
+        entry.transports = ([v for k, v in props.items() if k.startswith("transport")]
+                            or entry.transports)
 
 
 RECORDER = pytest.StashKey[Recorder]()
@@ -220,11 +218,10 @@ def write_summary(config: pytest.Config, exitstatus: int | None) -> None:
     if not config.stash.get(KERNEL_USED, False):
         return
     results = Path(results_option(config) or "results").resolve()
-    kernel = config.stash.get(KERNEL_INFO, None)  # None: the kernel could not be built
-    summary = {"kernel": kernel, "transport": options_from_config(config).transport,
-               "finished": exitstatus is not None, "exit_status": exitstatus,
-               "tests": config.stash[RECORDER].outcomes}
-    write_json_atomic(results / "summary.json", summary)
+    Summary(kernel=config.stash.get(KERNEL_INFO, None),
+            transport=options_from_config(config).transport,
+            finished=exitstatus is not None, exit_status=exitstatus,
+            tests=config.stash[RECORDER].results).write(results / "summary.json")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -232,6 +229,8 @@ def pytest_runtest_makereport(item: pytest.Item,
                                call: pytest.CallInfo) -> Generator[None, Any, None]:
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
+    if call.excinfo is not None and call.excinfo.errisinstance(KernelCrash):
+        item.config.stash[RECORDER].crashed.add(item.nodeid)
     if report.when != "call":
         return
     sessions = item.stash.get(SESSIONS, [])

@@ -12,8 +12,9 @@ import pytest
 
 from harness import options as options_module
 from harness.kernel import source
-from harness.cache import read_json, subdir
+from harness.cache import subdir
 from harness.options import PROJECT_ROOT, Options
+from harness.suite.summary import Outcome, Summary
 
 SUITE = PROJECT_ROOT / "tests" / "kernel"
 
@@ -33,20 +34,20 @@ def pytest_args(results: Path, keyword: str | None) -> list[str]:
     return args
 
 
-def format_summary(summary: dict) -> str:
-    kernel = summary.get("kernel") or {}
+def format_summary(summary: Summary) -> str:
+    kernel = summary.kernel or {}
     lines = [f"kernel {kernel.get('version', '?')} from {kernel.get('tree', '?')}, "
-             f"series {kernel.get('series', '?')}, transport {summary.get('transport', 'serial')}"]
+             f"series {kernel.get('series', '?')}, transport {summary.transport}"]
     counts: dict[str, int] = {}
-    for nodeid, entry in summary.get("tests", {}).items():
-        outcome = entry["outcome"]
+    for nodeid, entry in summary.tests.items():
+        outcome = entry.outcome.value
         counts[outcome] = counts.get(outcome, 0) + 1
         name = nodeid.split("::", 1)[-1]
-        lines.append(f"  {outcome.upper():<7} {name}  ({entry['seconds']:.1f}s)")
-        for key, value in entry.get("figures", {}).items():
+        lines.append(f"  {outcome.upper():<7} {name}  ({entry.seconds:.1f}s)")
+        for key, value in entry.figures.items():
             lines.append(f"            {key} = {value}")
-        if entry.get("message"):
-            lines.append(f"            -> {entry['message']}")
+        if entry.message:
+            lines.append(f"            -> {entry.message}")
     lines.append(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no tests ran")
     return "\n".join(lines)
 
@@ -54,19 +55,17 @@ def format_summary(summary: dict) -> str:
 BISECT_GOOD, BISECT_BAD, BISECT_SKIP, BISECT_ABORT = 0, 1, 125, 200
 
 
-def bisect_status(pytest_status: int, summary: dict) -> int:
-    """Map a run to `git bisect run` statuses: 0 good, 1 bad (a test failed: the kernel is
-    wrong), 125 skip (could not judge: patch, config, build or boot), 200 abort (misuse)."""
+def bisect_status(pytest_status: int, summary: Summary) -> int:
+    """Map a run to `git bisect run` statuses: 0 good, 1 bad (a test failed or the kernel
+    crashed: the kernel is wrong), 125 skip (could not judge: patch, config, build or boot),
+    200 abort (misuse)."""
     if pytest_status in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR,
                          pytest.ExitCode.NO_TESTS_COLLECTED, pytest.ExitCode.INTERRUPTED):
         return BISECT_ABORT
-    tests = summary.get("tests", {})
-    outcomes = [entry["outcome"] for entry in tests.values()]
-    crashed = any(entry["outcome"] == "error" and "kernel crashed" in entry.get("message", "")
-                  for entry in tests.values())
-    if "failed" in outcomes or crashed:
+    outcomes = {entry.outcome for entry in summary.tests.values()}
+    if any(outcome.kernel_is_wrong for outcome in outcomes):
         return BISECT_BAD
-    if "error" in outcomes or not summary.get("kernel"):
+    if Outcome.ERROR in outcomes or not summary.kernel:
         return BISECT_SKIP
     return BISECT_GOOD if pytest_status == pytest.ExitCode.OK else BISECT_ABORT
 
@@ -84,7 +83,7 @@ def main(options: Options, results: Path | None, keyword: str | None,
     command = ["pytest", *args, f"--pte-config={saved}"]  # the same run, typed by hand
     (results / "command.txt").write_text(shlex.join(command) + "\n")
     status = int(pytest.main(args, plugins=[HandOff(options)]))
-    summary = read_json(results / "summary.json") or {}
+    summary = Summary.read(results) or Summary()
     print("\n" + format_summary(summary))
     print(f"results: {results} (junit.xml, summary.json, kernel.config, per-test console logs)")
     sys.stdout.flush()

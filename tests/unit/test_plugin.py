@@ -3,6 +3,7 @@
 import pytest
 
 from harness.suite import run
+from harness.suite.summary import Outcome, Summary, TestResult
 
 
 def test_broken_build_errors_every_test_with_its_cause(pytester, cache, tmp_path):
@@ -91,12 +92,11 @@ def test_markers_registered(pytester):
 
 
 def test_format_summary():
-    text = run.format_summary({
-        "kernel": {"version": "6.12.117", "tree": "debian:6.12", "series": "v6.12"},
-        "tests": {"tests/kernel/t.py::test_a": {"outcome": "passed", "seconds": 1.5,
-                                                 "figures": {"splits": 5}},
-                  "tests/kernel/t.py::test_b": {"outcome": "failed", "seconds": 2.0,
-                                                 "message": "AssertionError: 9 > 5"}}})
+    text = run.format_summary(Summary(
+        kernel={"version": "6.12.117", "tree": "debian:6.12", "series": "v6.12"},
+        tests={"tests/kernel/t.py::test_a": TestResult(Outcome.PASSED, 1.5, figures={"splits": 5}),
+               "tests/kernel/t.py::test_b": TestResult(Outcome.FAILED, 2.0,
+                                                       message="AssertionError: 9 > 5")}))
     assert "PASSED  test_a  (1.5s)" in text and "splits = 5" in text
     assert "FAILED  test_b" in text and "-> AssertionError: 9 > 5" in text
     assert text.endswith("1 failed, 1 passed")
@@ -108,13 +108,46 @@ def test_format_summary():
     (1, {"a": {"outcome": "passed"}, "b": {"outcome": "failed"}}, True, 1),
     (1, {"a": {"outcome": "error", "message": "kernel could not be prepared (patch error"}}, False, 125),
     (1, {"a": {"outcome": "error", "message": "BootError: guest went away"}}, True, 125),
-    (1, {"a": {"outcome": "error", "message": "KernelCrash: kernel crashed while booting"}}, True, 1),
+    (1, {"a": {"outcome": "crashed", "message": "KernelCrash: kernel crashed while booting"}}, True, 1),
+    (1, {"a": {"outcome": "error", "message": "kernel crashed, says the message"}}, True, 125),
     (5, {}, False, 200),
     (4, {}, False, 200),
 ])
 def test_bisect_status(status, tests, kernel, verdict):
-    summary = {"tests": tests, **({"kernel": {"version": "6.12"}} if kernel else {})}
+    summary = Summary(kernel={"version": "6.12"} if kernel else None,
+                      tests={k: TestResult.from_json(v) for k, v in tests.items()})
     assert run.bisect_status(status, summary) == verdict
+
+
+def test_a_crash_is_told_by_its_exception_not_its_words(pytester, tmp_path):
+    pytester.makeconftest("""
+        import pytest
+        from harness.suite import plugin
+
+        @pytest.fixture(scope="session")
+        def kernel(pytestconfig, results_dir):
+            pytestconfig.stash[plugin.KERNEL_USED] = True
+    """)
+    pytester.makepyfile(test_c="""
+        from harness.errors import KernelCrash
+
+        def test_crash(kernel):
+            raise KernelCrash("kernel crashed while running 'x': Oops")
+
+        def test_words(kernel):
+            raise RuntimeError("kernel crashed, says the message only")
+
+        def test_fine(kernel):
+            pass
+    """)
+    results = tmp_path / "results"
+    pytester.runpytest_inprocess(f"--results={results}").assert_outcomes(passed=1, failed=2)
+    summary = Summary.read(results)
+    assert summary is not None and summary.finished
+    outcomes = {k.split("::")[-1]: v.outcome for k, v in summary.tests.items()}
+    assert outcomes == {"test_crash": Outcome.CRASHED, "test_words": Outcome.FAILED,
+                        "test_fine": Outcome.PASSED}
+    assert run.bisect_status(1, summary) == run.BISECT_BAD
 
 
 def test_usage_error_while_preparing_stops_the_session(pytester, cache, fake_tree, tmp_path):
