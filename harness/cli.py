@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from harness.kernel import build
 from harness import doctor, options, pipeline, progress
-from harness.guest import vm
+from harness.guest import transport, vm
 from harness.progress import say
 from harness.errors import EXIT_STATUSES, HarnessError, UsageError
 from harness.options import Options
-from harness.guest.ssh import SshGuest, known_host
-from harness.guest.vm import LOOPBACK
 
 
 def add_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -75,44 +70,13 @@ def cmd_shell(args: argparse.Namespace) -> int:
     options = options_from(args)
     prepared = pipeline.prepare(options, tuple(args.program))
     run_dir = args.run_dir or pipeline.new_run_dir()
-    if options.transport == "ssh":
-        return ssh_shell(prepared, options, run_dir, args.print_qemu)
     boot = pipeline.boot_options(options)
     verdict = vm.choose_accel(boot.accel, prepared.build.image, prepared.initrd)
     config = vm.VmConfig(prepared.build.image, prepared.initrd, run_dir, accel=verdict.accel,
-                         memory=boot.memory, cpus=boot.cpus, cpu=boot.cpu, append=boot.append,
-                         mode="interactive")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if args.print_qemu:
-        say(f"QEMU command line: {config.shell_command()}")
-    say(f"guest shell ({verdict.accel}); kernel log in {config.console_log}; 'exit' or Ctrl-a x ends it")
-    return subprocess.run(config.command()).returncode
-
-
-def ssh_shell(prepared: pipeline.Prepared, options: Options, run_dir: Path,
-              print_qemu: bool) -> int:
-    """Boot an ssh guest and hand the terminal to OpenSSH's client, pinned to the guest's
-    host key, with this boot's client key in a private temporary directory."""
-    if shutil.which("ssh") is None:
-        raise UsageError("ssh not found: install openssh-client")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with pipeline.boot(prepared, options, run_dir) as session, \
-            tempfile.TemporaryDirectory(prefix="pte-harness-ssh-") as tmp:
-        if print_qemu:
-            say(f"QEMU command line: {session.config.shell_command()}")
-        assert isinstance(session.guest, SshGuest) and prepared.host_key and session.client_key
-        port = session.config.ssh_port
-        identity, known = Path(tmp) / "id_ed25519", Path(tmp) / "known_hosts"
-        identity.write_text(session.client_key.private_openssh)
-        identity.chmod(0o600)
-        known.write_text(f"{known_host(port)} {prepared.host_key.public}\n")
-        say(f"guest shell over ssh ({session.verdict.accel}, {known_host(port)}); kernel log in "
-            f"{session.config.console_log}; 'exit' ends it")
-        return subprocess.run(["ssh", "-p", str(port), "-i", str(identity),
-                               "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-                               "-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null",
-                               "-o", "StrictHostKeyChecking=yes", "-o", "ServerAliveInterval=5",
-                               f"root@{LOOPBACK}"]).returncode
+                         memory=boot.memory, cpus=boot.cpus, cpu=boot.cpu, append=boot.append)
+    return transport.by_name(options.transport).shell(
+        prepared.build.image, prepared.initrd, run_dir, config, prepared.host_key,
+        args.print_qemu)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from harness.guest import transport
 from harness.kernel import source
 from harness.errors import UsageError
 
@@ -22,8 +23,7 @@ GUEST_SOURCES = PROJECT_ROOT / "guest-src"
 DEFAULT_SERIES = "auto"
 BASE_FRAGMENT = "base.config"
 FEATURE_FRAGMENTS = ("pte-mapped.config", "debug.config")
-NET_FRAGMENT = "net.config"  # merged last when the guest is driven over ssh
-TRANSPORTS = ("serial", "ssh")
+TRANSPORTS = tuple(transport.TRANSPORTS)
 FEATURE_MARKER = "config ARCH_WANTS_PTE_MAPPED_CACHE"  # in mm/Kconfig of a tree with the series
 
 
@@ -87,9 +87,7 @@ class Options:
                             "guest", choices=TRANSPORTS)
 
     def __post_init__(self) -> None:
-        if self.transport not in TRANSPORTS:
-            raise UsageError(f"transport must be one of {', '.join(TRANSPORTS)}, "
-                             f"not {self.transport!r}")
+        transport.by_name(self.transport)  # a usage error naming the transports
         for name in ("cpus", "jobs"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1, not {getattr(self, name)}")
@@ -138,9 +136,8 @@ class Options:
     def fragment_paths(self) -> tuple[Path, ...]:
         """base.config, the default fragments, the --kconfig ones, net.config for ssh; a
         fragment named twice is merged once, where it first comes."""
-        names = [BASE_FRAGMENT, *self.default_fragments(), *self.kconfig]
-        if self.transport == "ssh":
-            names.append(NET_FRAGMENT)
+        names = [BASE_FRAGMENT, *self.default_fragments(), *self.kconfig,
+                 *transport.by_name(self.transport).fragments]
         paths: list[Path] = []
         for name in names:
             path = resolve_fragment(name)

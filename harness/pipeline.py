@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.kernel import build, source
-from harness.guest import image, sshkeys
+from harness.guest import image, sshkeys, transport
 from harness.cache import subdir
 from harness.options import GUEST_SCRIPTS, GUEST_SOURCES, Options
 from harness.guest.session import BootOptions, Session
@@ -31,8 +31,7 @@ def build_request(options: Options) -> build.BuildRequest:
 def prepare(options: Options, programs: tuple[Path, ...] = ()) -> Prepared:
     """The kernel and initramfs; for ssh, with the build's host key (kept beside the build)."""
     result = build.build(build_request(options))
-    host_key = (sshkeys.host_key(result.build_dir / "ssh") if options.transport == "ssh"
-                else None)
+    host_key = transport.by_name(options.transport).host_key(result.build_dir)
     initrd = image.build_initramfs(image.ImageRequest(
         scripts=GUEST_SCRIPTS, sources=GUEST_SOURCES, programs=programs,
         host_key=host_key.private if host_key else None))

@@ -95,6 +95,9 @@ class Guest:
                                result.output)
         Path(local).write_bytes(base64.b64decode(result.output))
 
+    def close(self) -> None:
+        """Nothing to close: the shell ends with QEMU (the socket is QEMU's)."""
+
     def _expect(self, pattern: str, timeout: float, what: str) -> None:
         try:
             self.channel.expect(pattern, timeout=timeout)

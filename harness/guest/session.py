@@ -1,5 +1,6 @@
-"""A booted guest: QEMU + control shell (serial) or sshd (ssh) + crash checks, as one
-object with ``run()``, ``put()`` and ``get()``; the kernel log is on ttyS0 either way."""
+"""A booted guest: QEMU + the transport's channel (transport.py: serial or ssh) + crash
+checks, as one object with ``run()``, ``put()`` and ``get()``; the kernel log is on ttyS0
+either way."""
 
 from __future__ import annotations
 
@@ -7,16 +8,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pexpect.fdpexpect
-
+from harness.errors import BootError, GuestTimeout, KernelCrash
 from harness.guest import crash, vm
+from harness.guest.serial import CommandResult, GuestGone
+from harness.guest.sshkeys import HostKey
+from harness.guest.transport import BootPlan, Channel, by_name
 from harness.progress import say
-from harness.errors import BootError, GuestTimeout, KernelCrash, UsageError
-from harness.guest.serial import CommandResult, Guest, GuestGone
-from harness.guest.ssh import SshGuest
-from harness.guest.sshkeys import HostKey, new_client_key
-
-TRANSPORTS = ("serial", "ssh")
 
 
 _announced: set[vm.AccelVerdict] = set()
@@ -34,6 +31,13 @@ class BootOptions:
     timeout: float = 600.0  # a guest command's, unless the caller gives its own
 
 
+def vm_config(kernel: Path, initrd: Path, run_dir: Path, options: BootOptions, accel: str,
+              plan: BootPlan) -> vm.VmConfig:
+    return vm.VmConfig(kernel, initrd, run_dir, accel=accel, memory=options.memory,
+                       cpus=options.cpus, cpu=options.cpu, append=options.append,
+                       mode=plan.mode, ssh_authkey=plan.authkey)
+
+
 class Session:
     """Use as a context manager; the VM is stopped on exit, logs stay in ``run_dir``.
 
@@ -41,42 +45,24 @@ class Session:
 
     def __init__(self, kernel: Path, initrd: Path, run_dir: Path, options: BootOptions,
                  host_key: HostKey | None = None) -> None:
-        if options.transport not in TRANSPORTS:
-            raise UsageError(f"transport must be serial or ssh, not {options.transport!r}")
-        if options.transport == "ssh" and host_key is None:
-            raise UsageError("the ssh transport needs an image built for it (a host key)")
+        transport = by_name(options.transport)
         self.run_dir = run_dir
         self.options = options
-        self.transport = options.transport
+        self.transport = transport.name
         self.direct_maps: dict[str, list] = {}  # label -> DirectMap.strip(), for the report
         self.verdict = vm.choose_accel(options.accel, kernel, initrd)
         if options.accel == "auto" and self.verdict not in _announced:
             _announced.add(self.verdict)
             say(f"accelerator: {self.verdict.accel} ({self.verdict.reason})")
-        client_key = new_client_key() if options.transport == "ssh" else None
-        self.client_key = client_key
-        self.config = vm.VmConfig(kernel, initrd, run_dir, accel=self.verdict.accel,
-                                  memory=options.memory, cpus=options.cpus, cpu=options.cpu,
-                                  append=options.append,
-                                  mode="ssh" if client_key else "control",
-                                  ssh_authkey=client_key.public_blob if client_key else "")
+        self.plan = transport.plan()
+        self.config = vm_config(kernel, initrd, run_dir, options, self.verdict.accel, self.plan)
         self.qemu = vm.start(self.config)
         self.config = self.qemu.config  # with the forward port chosen
         self._control_log = (run_dir / "control.log").open("w")
-        self.guest: Guest | SshGuest | None = None
+        self.guest: Channel | None = None
         try:
-            if client_key and host_key:
-                self.guest = SshGuest.connect(
-                    self.config.ssh_port, host_key, client_key, options.boot_timeout,
-                    alive=lambda: self.qemu.exited() is None, context=self.console_tail,
-                    log=self._control_log)
-            else:
-                assert self.qemu.channel is not None
-                channel = pexpect.fdpexpect.fdspawn(self.qemu.channel.fileno(), encoding="utf-8",
-                                                    codec_errors="replace")
-                channel.logfile_read = self._control_log
-                self.guest = Guest(channel, context=self.console_tail)
-                self.guest.wait_ready(options.boot_timeout)
+            self.guest = transport.connect(self.qemu, self.plan, host_key, options.boot_timeout,
+                                           context=self.console_tail, log=self._control_log)
         except (GuestGone, GuestTimeout) as exc:
             self.close()
             raise self._explain(exc, "while booting") from None
@@ -122,7 +108,7 @@ class Session:
         except (GuestGone, GuestTimeout) as exc:
             raise self._explain(exc, f"copying {remote} to {local}") from None
 
-    def _guest(self) -> Guest | SshGuest:
+    def _guest(self) -> Channel:
         assert self.guest is not None
         return self.guest
 
@@ -159,7 +145,7 @@ class Session:
             time.sleep(0.02)
 
     def close(self) -> None:
-        if isinstance(self.guest, SshGuest):
+        if self.guest is not None:
             self.guest.close()
         self.qemu.stop()
         if not self._control_log.closed:

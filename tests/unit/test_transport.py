@@ -1,0 +1,31 @@
+"""Transports are one protocol: a new one plugs in without changes elsewhere."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import options, pipeline
+from harness.errors import UsageError
+from harness.guest import transport
+
+
+class Fake(transport.Serial):
+    name = "fake"
+    fragments = ("debug.config",)
+
+
+def test_a_transport_brings_its_fragments_and_is_named_in_errors(monkeypatch):
+    monkeypatch.setitem(transport.TRANSPORTS, "fake", Fake())
+    chosen = options.Options(transport="fake", series="none")
+    assert [p.name for p in chosen.fragment_paths()] == ["base.config", "debug.config"]
+    assert pipeline.boot_options(chosen).transport == "fake"
+    with pytest.raises(UsageError, match="transport must be one of serial, ssh, fake"):
+        options.Options(transport="pigeon")
+
+
+def test_the_two_transports():
+    serial, ssh = transport.by_name("serial"), transport.by_name("ssh")
+    assert (serial.fragments, ssh.fragments) == ((), ("net.config",))
+    assert serial.plan().mode == "control" and serial.plan().authkey == ""
+    plan = ssh.plan()
+    assert plan.mode == "ssh" and plan.authkey and plan.authkey != ssh.plan().authkey  # per boot
