@@ -30,8 +30,8 @@ def test_initramfs_contents(cache, tmp_path):
 
 def test_init_mounts_and_ready_line():
     for mount in ["mount -t proc", "mount -t sysfs", "mount -t devtmpfs", "mount -t debugfs"]:
-        assert mount in image.INIT
-    assert image.READY in image.INIT and "/dev/ttyS1" in image.INIT
+        assert mount in image.init_script()
+    assert image.READY in image.init_script() and "/dev/ttyS1" in image.init_script()
 
 
 def test_guest_sources_compiled_static(cache, tmp_path):
@@ -81,7 +81,7 @@ def test_serial_image_has_no_ssh(cache, tmp_path):
 
 
 def test_init_ssh_branch():
-    init = image.INIT
+    init = image.init_script()
     branch = init[init.index('*" pte_harness.ssh "*)'):init.index('*" pte_harness.interactive "*)')]
     for part in ["mount -t devpts", "ip link set lo up", "ip addr add 10.0.2.15/24 dev eth0",
                  "ip link set eth0 up", "pte_harness.authkey=*", "umask 077",
