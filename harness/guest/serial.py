@@ -102,7 +102,7 @@ class Guest:
         try:
             self.channel.expect(pattern, timeout=timeout)
         except pexpect.TIMEOUT:
-            self.broken = f"timed out after {timeout:.0f}s waiting for {what}"
+            self.broken = f"timed out after {timeout:g}s waiting for {what}"
             raise GuestTimeout(self.broken, self._tails()) from None
         except pexpect.EOF:
             self.broken = f"control channel closed while waiting for {what}"

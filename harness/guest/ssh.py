@@ -135,7 +135,7 @@ class SshGuest:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise GuestTimeout(
-                    f"timed out after {timeout:.0f}s waiting for the guest's sshd on "
+                    f"timed out after {timeout:g}s waiting for the guest's sshd on "
                     f"{known_host(port)} ({attempts} attempts; last error: {last})", _tail(context))
             attempts += 1
             sock, why = probe(port, min(probe_timeout(attempts), remaining))
@@ -227,7 +227,7 @@ class SshGuest:
                 channel.sendall(stdin)
             channel.shutdown_write()
         except socket.timeout:
-            self.broken = f"timed out after {timeout:.0f}s starting {what!r}"
+            self.broken = f"timed out after {timeout:g}s starting {what!r}"
             raise GuestTimeout(self.broken, self._tails([])) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise self._gone(f"the ssh connection failed starting {what!r}: {exc}") from None
@@ -237,7 +237,7 @@ class SshGuest:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     chunks = chunks or self._partial_output(remote)
-                    self.broken = f"timed out after {timeout:.0f}s waiting for {what!r} to finish"
+                    self.broken = f"timed out after {timeout:g}s waiting for {what!r} to finish"
                     raise GuestTimeout(self.broken, self._tails(chunks))
                 channel.settimeout(min(remaining, 0.5))
                 try:
@@ -251,7 +251,7 @@ class SshGuest:
                     break
                 chunks.append(data)
             if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
-                self.broken = f"timed out after {timeout:.0f}s waiting for {what!r} to finish"
+                self.broken = f"timed out after {timeout:g}s waiting for {what!r} to finish"
                 raise GuestTimeout(self.broken, self._tails(chunks))
             status = channel.exit_status
         if status < 0:

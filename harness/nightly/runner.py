@@ -120,7 +120,7 @@ def collect(cell: matrix.Cell, cell_dir: Path, status: int | None, timed_out: bo
         tests[nodeid] = {"result": classify(result), "seconds": result.seconds,
                          **({"figures": result.figures} if result.figures else {}),
                          **({"message": result.message} if result.message else {})}
-    problem = (f"timed out after {cell.timeout:.0f}s (the cell's processes were killed)"
+    problem = (f"timed out after {cell.timeout:g}s (the cell's processes were killed)"
                if timed_out else _problem(cell_dir / "run.log", status, tests))
     counts: dict[str, int] = {}
     for entry in tests.values():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -166,21 +167,35 @@ def test_interrupted_run_leaves_a_summary_of_what_finished(tmp_path, monkeypatch
     assert "not finished (two, three)" in (tmp_path / "r" / "report.html").read_text()
 
 
+def alive(pid: int, wait: float = 2.0) -> bool:
+    """Whether process ``pid`` still runs after up to ``wait`` seconds (zombies count as gone)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split(") ", 1)[1].startswith("Z"):
+                    return False
+        except FileNotFoundError:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def test_cell_timeout_kills_the_process_group(tmp_path, monkeypatch):
-    marker = tmp_path / "child-alive"
-    child = f"import time; time.sleep(2); open({str(marker)!r}, 'w')"
-    script = (f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); "
-              "print('started', flush=True); time.sleep(60)")
+    script = ("import subprocess, sys, time; "
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+              "print('started', child.pid, flush=True); time.sleep(60)")
     monkeypatch.setattr(runner, "cell_command", lambda cell, cell_dir: [sys.executable, "-c", script])
-    cell = matrix.Cell(name="slow", options=options.Options(tree="x"), timeout=1.0)
+    cell = matrix.Cell(name="slow", options=options.Options(tree="x"), timeout=0.5)
     start = time.monotonic()
     status, timed_out = runner.run_cell(cell, tmp_path / "slow")
     assert timed_out and status is None and time.monotonic() - start < 15
-    assert "started" in (tmp_path / "slow" / "run.log").read_text()
-    time.sleep(2.5)
-    assert not marker.exists()  # the grandchild died with the group
+    log = (tmp_path / "slow" / "run.log").read_text()
+    assert "started" in log
+    grandchild = int(re.findall(r"^started (\d+)$", log, re.M)[0])
+    assert not alive(grandchild)  # the grandchild died with the group
     entry = runner.collect(cell, tmp_path / "slow", status, timed_out, 1.0)
-    assert entry["verdict"] == "ERROR" and "timed out after 1s" in entry["error"]
+    assert entry["verdict"] == "ERROR" and "timed out after 0.5s" in entry["error"]
 
 
 def test_compare_command(tmp_path, capsys):

@@ -83,10 +83,10 @@ def test_auto_probe_boots_and_caches(cache, tmp_path, monkeypatch, body, accel):
     monkeypatch.setattr(os, "access", lambda path, mode: True)
     qemu = fake_qemu(tmp_path, body)
     start = time.monotonic()
-    verdict = vm.choose_accel("auto", tmp_path / "k", tmp_path / "i", qemu=qemu, probe_timeout=1.5)
+    verdict = vm.choose_accel("auto", tmp_path / "k", tmp_path / "i", qemu=qemu, probe_timeout=0.6)
     assert verdict.accel == accel
     assert time.monotonic() - start < 5
-    cached = vm.choose_accel("auto", tmp_path / "k", tmp_path / "i", qemu=qemu, probe_timeout=1.5)
+    cached = vm.choose_accel("auto", tmp_path / "k", tmp_path / "i", qemu=qemu, probe_timeout=0.6)
     assert cached.accel == accel and "cached" in cached.reason
 
 
