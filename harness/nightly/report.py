@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from harness.cache import read_json
+from harness.suite.summary import Summary
 
 COLOURS = {"pud": "#2b6cb0", "pmd": "#38a169", "pte": "#dd6b20"}
 LEVEL_NAMES = {"pud": "1G", "pmd": "2M", "pte": "4K"}
@@ -165,9 +165,9 @@ def render(combined: dict, maps_by_cell: dict[str, dict[str, dict]]) -> str:
 
 def cell_maps(cell: dict) -> dict[str, dict]:
     """Direct-map snapshots by test id from a cell's own summary.json."""
-    summary = read_json(Path(cell.get("results", "")) / "summary.json") or {}
-    return {nodeid: entry["direct_maps"] for nodeid, entry in summary.get("tests", {}).items()
-            if entry.get("direct_maps")}
+    summary = Summary.read(Path(cell.get("results", "")) / "summary.json")
+    return {nodeid: entry.direct_maps for nodeid, entry in (summary.tests if summary else {}).items()
+            if entry.direct_maps}
 
 
 def write(results: Path, combined: dict) -> Path:
