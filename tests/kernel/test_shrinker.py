@@ -27,8 +27,14 @@ def test_shrinker_scan(guest, figures):
     figures.update(count_before=s0["shrinker_count"], count_after_scan=s1["shrinker_count"],
                    memfree_rise_kb=s1["MemFree"] - s0["MemFree"], count_after_big_scan=s2["shrinker_count"])
     freed = min(m, s0["shrinker_count"])
-    assert s0["shrinker_count"] - s1["shrinker_count"] == freed, str(trace)
     assert (s1 - s0)["pte_mapped_shrink"] == freed, str(trace)
+    # The count drops by what the scan freed plus what the cache handed out meanwhile (a
+    # page table for some kernel activity: seen once in CI, 1001 for 1000 freed), less a few
+    # pages freed back into it.
+    drop, handed_out = s0["shrinker_count"] - s1["shrinker_count"], (s1 - s0)["pte_mapped_alloc"]
+    figures.update(handed_out_meanwhile=handed_out)
+    assert freed - MEMFREE_NOISE_PAGES <= drop - handed_out <= freed, (
+        f"count dropped by {drop} with {freed} freed and {handed_out} handed out\n{trace}")
     assert s2["shrinker_count"] == 0 and s2[CACHED] == 0, str(trace)
     assert (s2 - s1)["pte_mapped_shrink"] == s1["shrinker_count"], str(trace)
     # MemFree is in kB: 4 per page.
