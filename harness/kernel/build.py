@@ -60,12 +60,16 @@ def compiler_version() -> str:
     return result.stdout.splitlines()[0]
 
 
+def _base_identity(request: BuildRequest) -> str:
+    return request.base if request.base in kconfig.BASES else "file:" + sha256_file(Path(request.base))
+
+
 def build_key(request: BuildRequest, tree_identity: str, series: patches.Series | None,
               fragments: list[Fragment]) -> str:
     """Hash of everything that decides the image."""
-    base = request.base if request.base in kconfig.BASES else "file:" + sha256_file(Path(request.base))
     return sha256_text(
-        RECIPE, ARCH, tree_identity, series.identity() if series else "no-series", base,
+        RECIPE, ARCH, tree_identity, series.identity() if series else "no-series",
+        _base_identity(request),
         *(sha256_file(f.path) for f in fragments), compiler_version(),
         repr(sorted(REPRODUCIBLE_ENV.items())))
 
@@ -86,9 +90,8 @@ def build_lock() -> Iterator[None]:
 
 def config_key(request: BuildRequest, fragments: list[Fragment]) -> str:
     """Hash of what decides the configuration (not the tree): one object directory each."""
-    base = request.base if request.base in kconfig.BASES else "file:" + sha256_file(Path(request.base))
-    return workspace.config_key(RECIPE, ARCH, base, *(sha256_file(f.path) for f in fragments),
-                                compiler_version())
+    return workspace.config_key(RECIPE, ARCH, _base_identity(request),
+                                *(sha256_file(f.path) for f in fragments), compiler_version())
 
 
 def image_record(path: Path) -> dict[str, object]:
@@ -144,7 +147,8 @@ def build(request: BuildRequest) -> BuildResult:
             synced = workspace.sync(wanted.path, space, workspace.last_build_ns(space))
         with log.open("a") as out_log:
             out_log.write(f"# synced into {space.src}: {synced.describe()}\n")
-        objdir = request.build_dir or space.objdir(config_key(request, fragments))
+        ckey = config_key(request, fragments)
+        objdir = request.build_dir or space.objdir(ckey)
         objdir.mkdir(parents=True, exist_ok=True)
         make = make_command(space.src, objdir, request.jobs)
         try:
@@ -155,7 +159,8 @@ def build(request: BuildRequest) -> BuildResult:
                     say(f"new configuration: starting from the objects of {origin.name}")
                     workspace.seed(objdir, origin)
             say(f"building {tree.spec} ({tree.version}) in {objdir}")
-            compiled = run_make(make + ["bzImage"], log, objdir)
+            compiled = run_make(make + ["bzImage"], log, objdir,
+                                subdir("state") / f"objects-{ckey[:24]}.json")
             kconfig.check(space.src, config, fragments, "after the build")
         finally:
             workspace.mark_build_end(space)
@@ -193,14 +198,10 @@ def make_command(tree: Path, build_dir: Path, jobs: int) -> list[str]:
 COMPILED = re.compile(r"^\s+(CC|AS)\s+(?!\[M\])\S+\.o$")
 
 
-def expected_objects(objdir: Path) -> int | None:
-    """Objects a full build of this configuration compiles (learnt from an earlier one)."""
-    stamp = read_json(objdir / "harness-objects.json")
-    return int(stamp["objects"]) if stamp else None
-
-
-def run_make(command: list[str], log: Path, objdir: Path | None = None) -> int:
-    """Run make with its output appended to ``log``; progress as objects compiled.
+def run_make(command: list[str], log: Path, objdir: Path | None = None,
+             estimate: Path | None = None) -> int:
+    """Run make with its output appended to ``log``; progress as objects compiled, out of
+    the number the last full build of this configuration compiled (kept in ``estimate``).
     Returns how many objects were compiled."""
     env = dict(os.environ, **REPRODUCIBLE_ENV)
     if objdir is not None:
@@ -209,7 +210,8 @@ def run_make(command: list[str], log: Path, objdir: Path | None = None) -> int:
     # cold: plain gcc 179 s, ccache 255 s, ccache in depend mode 191 s.
     env.setdefault("CCACHE_DEPEND", "1")
     fresh = objdir is not None and not (objdir / "vmlinux").exists()
-    total = expected_objects(objdir) if objdir is not None and fresh else None
+    learnt = read_json(estimate) if estimate is not None and fresh else None
+    total = int(learnt["objects"]) if learnt else None
     with log.open("a") as out, Stage("compile", total=total, unit="objects") as stage:
         out.write(f"$ {' '.join(command)}\n")
         out.flush()
@@ -226,8 +228,8 @@ def run_make(command: list[str], log: Path, objdir: Path | None = None) -> int:
     if status != 0:
         raise BuildError(f"kernel build failed (make exit {status}); full log: {log}",
                          first_errors(log.read_text(errors="replace")))
-    if objdir is not None and fresh:
-        write_json_atomic(objdir / "harness-objects.json", {"objects": stage.count})
+    if estimate is not None and fresh:
+        write_json_atomic(estimate, {"objects": stage.count})
     return stage.count
 
 

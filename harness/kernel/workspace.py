@@ -278,5 +278,4 @@ def seed(objdir: Path, origin: Path) -> None:
     result = subprocess.run(["cp", "-a", f"{origin}/.", str(objdir)], capture_output=True, text=True)
     if result.returncode != 0:
         raise OSError(f"cannot copy {origin} to {objdir}: {result.stderr.strip()}")
-    (objdir / "harness-objects.json").unlink(missing_ok=True)
     (objdir / ".config").write_text(config)

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from harness.kernel import build, source
@@ -57,3 +59,18 @@ def test_unclean_tree_is_a_usage_error_before_make(cache, fake_tree, tmp_path, m
     monkeypatch.setattr(build, "run_make", lambda *a: pytest.fail("make ran"))
     with pytest.raises(UsageError, match=r"(?s)is not clean: .*\.config exists.*mrproper"):
         build.build(request(fake_tree, tmp_path))
+
+
+def test_run_make_counts_objects_and_learns_the_total(tmp_path, caplog):
+    objdir, estimate, log = tmp_path / "obj", tmp_path / "objects.json", tmp_path / "build.log"
+    objdir.mkdir()
+    fake = ["sh", "-c", "echo '  CC      mm/a.o'; echo '  AS      x.o'; echo '  LD      vmlinux.o'"]
+    assert build.run_make(fake, log, objdir, estimate) == 2
+    assert json.loads(estimate.read_text()) == {"objects": 2}  # a full build: learnt
+    assert "  CC      mm/a.o" in log.read_text()
+    (objdir / "vmlinux").write_text("")
+    assert build.run_make(fake[:2] + ["echo '  CC      mm/a.o'"], log, objdir, estimate) == 1
+    assert json.loads(estimate.read_text()) == {"objects": 2}  # incremental: not learnt
+    with pytest.raises(build.BuildError, match="make exit 2") as info:
+        build.run_make(["sh", "-c", "echo 'a.c:1:1: error: boom'; exit 2"], log, objdir, estimate)
+    assert "a.c:1:1: error: boom" in info.value.detail
