@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
+import time
 from pathlib import Path
 
 
@@ -66,3 +68,44 @@ def sha256_text(*parts: str) -> str:
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def runtime_dir() -> Path:
+    """A directory of this user's own for locks (machine-wide, whatever cache is used):
+    $XDG_RUNTIME_DIR/pte-harness, else /tmp/pte-harness-UID. Refused when it is a link, is
+    not ours or others may write it, so nobody can plant a link where the harness writes."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    path = Path(base) / "pte-harness" if base else Path(f"/tmp/pte-harness-{os.getuid()}")
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise UnsafePath(f"{path} is not a directory of this user's own that others cannot "
+                         "write (a link, another user's, or group/world-writable): remove it")
+    return path
+
+
+class UnsafePath(OSError):
+    """A path the harness would write through is not safely its own."""
+
+
+def open_lock(path: Path) -> int:
+    """Open (create) a lock file without following a link and without truncating it."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+
+def new_results_dir(parent: Path, prefix: str = "") -> Path:
+    """A new directory parent/PREFIX<time>, made here and by nobody else: two runs started in
+    the same second get <time> and <time>-2."""
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = prefix + time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1, 1000):
+        path = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            path.mkdir()
+            return path.resolve()
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free results directory name under {parent} for {stamp}")

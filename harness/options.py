@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import reprlib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -102,7 +103,9 @@ class Options:
         if self.series == "auto":
             if self.tree_carries_series():
                 return None
-            release = source.release(source.parse_spec(self.tree))
+            spec = source.parse_spec(self.tree)
+            source.check_exists(spec)  # a tree that is not there is a tree error (241)
+            release = source.release(spec)
             named = PATCH_DIR / f"v{release}"
             if not (named / "series").is_file():
                 raise UsageError(f"no patch series for Linux {release} ({self.tree}): "
@@ -159,10 +162,28 @@ def resolve_fragment(name: str) -> Path:
     raise UsageError(f"config fragment {name!r} not found (looked for it as a path and in {KCONFIG_DIR})")
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """safe_load without aliases: an options file or matrix never needs them, and a few
+    nested aliases (a "billion laughs") make values that no message may print in full."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_yaml(path: Path, what: str) -> Any:
-    """``yaml.safe_load`` of a file; unreadable or invalid YAML is a usage error naming it."""
+    """Load a YAML file safely (no aliases, at most 1 MiB); unreadable or invalid YAML is a
+    usage error naming it."""
     try:
-        return yaml.safe_load(path.read_text())
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise UsageError(f"{what} {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
+        return yaml.load(path.read_text(), Loader=_NoAliasLoader)
     except OSError as exc:
         raise UsageError(f"{what} {path} cannot be read: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
@@ -206,9 +227,13 @@ def check_value(name: str, value: Any, where: str) -> Any:
     return float(value) if spec.kind == "float" else value
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlevel = 80, 80, 3
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    """A bounded repr for messages, whatever the size or depth of ``value``."""
+    return _REPR.repr(value)
 
 
 def check_mapping(data: dict, where: str, extra: frozenset[str] = frozenset()) -> dict[str, Any]:

@@ -237,6 +237,8 @@ def choose_accel(requested: str, kernel: Path, initrd: Path, qemu: str = "qemu-s
         return AccelVerdict("kvm", "requested")
     if not usable:
         return AccelVerdict("tcg", "/dev/kvm is missing or not accessible")
+    if shutil.which(qemu) is None:  # a missing prerequisite (usage), never the kernel's fault
+        raise UsageError(f"{qemu} not found: install qemu-system-x86")
     fingerprint = kvm_fingerprint(qemu)
     verdict_path = subdir("state") / "kvm-verdict.json"
     cached = read_json(verdict_path)

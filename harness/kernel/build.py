@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
@@ -15,7 +14,8 @@ from pathlib import Path
 from typing import Iterator
 
 from harness.kernel import kconfig, patches, source, workspace
-from harness.cache import read_json, sha256_file, sha256_text, subdir, write_json_atomic
+from harness.cache import (open_lock, read_json, runtime_dir, sha256_file, sha256_text, subdir,
+                           write_json_atomic)
 from harness.progress import Stage, say
 from harness.errors import BuildError, UsageError
 from harness.kernel.kconfig import Fragment
@@ -76,16 +76,23 @@ def build_key(request: BuildRequest, tree_identity: str, series: patches.Series 
 
 @contextmanager
 def build_lock() -> Iterator[None]:
-    """One kernel build at a time on this machine (two cores), whichever cache it uses."""
-    path = Path(os.environ.get("PTE_HARNESS_BUILD_LOCK") or
-                Path(tempfile.gettempdir()) / "pte-harness-build.lock")
-    with path.open("w") as handle:
+    """One kernel build at a time on this machine (two cores), whichever cache it uses.
+    The lock lives in this user's runtime directory ($PTE_HARNESS_BUILD_LOCK overrides)
+    and is opened without following links or truncating anything."""
+    try:
+        path = Path(os.environ.get("PTE_HARNESS_BUILD_LOCK") or runtime_dir() / "build.lock")
+        fd = open_lock(path)
+    except OSError as exc:
+        raise UsageError(f"cannot open the build lock: {exc}") from exc
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             say(f"waiting for another kernel build to finish (lock {path})")
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)
 
 
 def config_key(request: BuildRequest, fragments: list[Fragment]) -> str:

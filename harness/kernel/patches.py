@@ -52,9 +52,15 @@ def load_series(directory: Path) -> Series:
                 raise PatchError(f"{series_file}:{number}: unsupported option {option!r} (only -pN)")
             strip = int(match.group(1))
         path = directory / name
+        if not path.resolve().is_relative_to(directory.resolve()):
+            raise PatchError(f"{series_file}:{number}: patch {name} is outside the series "
+                             f"directory {directory}")
         if not path.is_file():
             raise PatchError(f"{series_file}:{number}: patch {name} not found in {directory}")
         patches.append(Patch(path, strip))
+    if not patches:
+        raise PatchError(f"{series_file} lists no patches (use --series none to build the "
+                         "tree as it is)")
     return Series(directory, tuple(patches))
 
 

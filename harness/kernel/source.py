@@ -159,6 +159,17 @@ def identify(spec: TreeSpec) -> str:
     return "dir:" + directory_identity(_directory(spec))
 
 
+def check_exists(spec: TreeSpec) -> None:
+    """Raise TreeError when a local tree (Debian's tarball, a tarball, a directory, a git
+    repository) is not there; URLs are checked when downloaded."""
+    if spec.kind in ("debian", "tarball"):
+        _tarball_path(spec)
+    elif spec.kind == "dir":
+        _directory(spec)
+    elif spec.kind == "git":
+        _git_repo(spec)
+
+
 def _tarball_path(spec: TreeSpec) -> Path:
     if spec.kind == "debian":
         tarball = DEBIAN_SRC / f"linux-source-{spec.location}.tar.xz"

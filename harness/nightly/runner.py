@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.nightly import compare, report, matrix
-from harness.cache import read_json, write_json_atomic
+from harness.cache import new_results_dir, read_json, write_json_atomic
 from harness.progress import say
 from harness.errors import UsageError
 from harness.suite.summary import Outcome, Summary, TestResult
@@ -152,7 +152,7 @@ def main(matrix_path: Path, results: Path | None, shard: str | None,
     cells = loaded.shard(index, count)
     tolerances = _with_tolerance(loaded.tolerances, tolerance)
     previous_summary = _read_summary(previous, "--compare") if previous is not None else None
-    results = (results or Path("results") / time.strftime("nightly-%Y%m%d-%H%M%S")).resolve()
+    results = (results or new_results_dir(Path("results"), "nightly-")).resolve()
     results.mkdir(parents=True, exist_ok=True)
     combined: dict[str, Any] = {"matrix": str(matrix_path.resolve()), "shard": f"{index}/{count}",
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": False,

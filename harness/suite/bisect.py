@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.cache import sha256_text, subdir, write_json_atomic
+from harness.cache import new_results_dir, sha256_text, subdir, write_json_atomic
 from harness.progress import say
 from harness import options as options_module
 from harness.errors import TreeError, UsageError
@@ -112,7 +112,7 @@ def main(repo_text: str, good: str, bad: str, options: Options, keyword: str | N
     repo = Path(repo_text.removeprefix("git:")).expanduser().resolve()
     if not (repo / ".git").exists():
         raise UsageError(f"--tree must be a git repository (git:PATH), not {repo_text}")
-    results = (results or Path("results") / f"bisect-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    results = (results or new_results_dir(Path("results"), "bisect-")).resolve()
     results.mkdir(parents=True, exist_ok=True)
     run_args = step_arguments(options, keyword, results)
     worktree = bisect_worktree(repo)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from harness import options as options_module
 from harness.kernel import source
-from harness.cache import subdir
+from harness.cache import new_results_dir, subdir
 from harness.options import PROJECT_ROOT, Options
 from harness.suite.summary import Outcome, Summary
 
@@ -74,7 +73,7 @@ def main(options: Options, results: Path | None, keyword: str | None,
          bisect_exit: bool = False) -> int:
     if results is None:  # in a kernel tree (git bisect run), keep its checkout free of results
         parent = subdir("results") if source.is_kernel_tree(Path.cwd()) else Path("results")
-        results = parent / time.strftime("%Y%m%d-%H%M%S")
+        results = new_results_dir(parent)
     results = results.resolve()
     print(f"kernel tree: {options.tree}; results: {results}")
     results.mkdir(parents=True, exist_ok=True)

@@ -74,3 +74,32 @@ def test_run_make_counts_objects_and_learns_the_total(tmp_path, caplog):
     with pytest.raises(build.BuildError, match="make exit 2") as info:
         build.run_make(["sh", "-c", "echo 'a.c:1:1: error: boom'; exit 2"], log, objdir, estimate)
     assert "a.c:1:1: error: boom" in info.value.detail
+
+
+def test_build_lock_follows_no_link_and_truncates_nothing(tmp_path, monkeypatch):
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    link = tmp_path / "build.lock"
+    link.symlink_to(target)
+    monkeypatch.setenv("PTE_HARNESS_BUILD_LOCK", str(link))
+    with pytest.raises(UsageError, match="cannot open the build lock"):
+        with build.build_lock():
+            pass
+    assert target.read_text() == "keep me"
+    monkeypatch.delenv("PTE_HARNESS_BUILD_LOCK")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    with build.build_lock():
+        lock = tmp_path / "run" / "pte-harness" / "build.lock"
+        assert lock.is_file() and (lock.parent.stat().st_mode & 0o777) == 0o700
+    (tmp_path / "run" / "pte-harness").chmod(0o777)
+    with pytest.raises(UsageError, match="others cannot write"):
+        with build.build_lock():
+            pass
+
+
+def test_results_directories_started_in_the_same_second_differ(tmp_path, monkeypatch):
+    from harness import cache
+    monkeypatch.setattr(cache.time, "strftime", lambda fmt: "20261202-101010")
+    first, second = cache.new_results_dir(tmp_path, "x-"), cache.new_results_dir(tmp_path, "x-")
+    assert (first.name, second.name) == ("x-20261202-101010", "x-20261202-101010-2")

@@ -56,3 +56,8 @@ def test_bisect_passes_its_options_to_every_step(monkeypatch, tmp_path):
     saved = options.load_yaml(tmp_path / "options.yaml")
     assert "tree" not in saved  # every step names its own worktree
     assert options.replace(chosen, **saved) == chosen
+
+
+def test_debian_tree_that_is_not_installed_is_a_tree_error(cache, capsys):
+    status, err = run(capsys, "build", "--tree", "debian:9.9")
+    assert status == 241 and "linux-source-9.9.tar.xz not found" in err

@@ -120,3 +120,19 @@ def test_tree_defaults_to_a_kernel_tree_in_the_current_directory(fake_tree, tmp_
     monkeypatch.chdir(fake_tree)
     assert options.merge(None, {}).tree == str(fake_tree)
     assert options.merge(None, {"tree": "debian:6.1"}).tree == "debian:6.1"
+
+
+def test_yaml_aliases_and_huge_values_are_refused_with_a_short_message(tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}]"
+              for i in range(1, 12)]
+    bomb.write_text("\n".join(lines) + "\ntree: *a11\n")
+    with pytest.raises(UsageError, match="aliases") as info:
+        options.load_yaml(bomb)
+    assert len(str(info.value)) + len(info.value.detail) < 2000
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("tree: " + "[" * 50 + "]" * 50 + "\n")
+    with pytest.raises(UsageError, match="'tree' must be a str") as info:
+        options.load_yaml(deep)
+    assert len(str(info.value)) < 300

@@ -96,3 +96,17 @@ def test_failed_hunks_parser():
               "can't find file to patch at input line 5\n")
     assert patches.failed_hunks(output) == [
         "mm/page_alloc.c: Hunk #2 FAILED at 120.", "can't find file to patch at input line 5"]
+
+
+def test_empty_series_and_entries_outside_the_directory(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "series").write_text("# nothing\n")
+    with pytest.raises(PatchError, match="lists no patches"):
+        patches.load_series(empty)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "evil.patch").write_text(GOOD)
+    (outside / "series").write_text("../evil.patch\n")
+    with pytest.raises(PatchError, match=r"series:1: patch \.\./evil\.patch is outside"):
+        patches.load_series(outside)

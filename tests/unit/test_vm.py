@@ -160,3 +160,11 @@ def test_ssh_fixed_port_taken_is_an_error(tmp_path):
     with pytest.raises(BootError, match="QEMU exited at once") as info:
         vm.start(config(tmp_path, qemu=qemu, mode="ssh", ssh_port=41005))
     assert "host forwarding rule" in str(info.value)
+
+
+def test_missing_qemu_is_a_usage_error_not_a_traceback(cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "access", lambda path, mode: True)
+    with pytest.raises(UsageError, match="not-a-qemu not found: install qemu-system-x86"):
+        vm.choose_accel("auto", tmp_path / "k", tmp_path / "i", qemu="not-a-qemu")
+    with pytest.raises(UsageError, match="not found"):
+        vm.start(vm.VmConfig(tmp_path / "k", tmp_path / "i", tmp_path / "run", qemu="not-a-qemu"))
