@@ -168,6 +168,7 @@ class Recorder:
         self.config = config
         self.results: dict[str, TestResult] = {}
         self.crashed: set[str] = set()  # tests whose guest crashed (KernelCrash raised)
+        self.finished: set[str] = set()  # tests whose teardown was reported
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self._record(report)
@@ -177,6 +178,8 @@ class Recorder:
     def _record(self, report: pytest.TestReport) -> None:
         entry = self.results.setdefault(report.nodeid, TestResult())
         entry.seconds = round(entry.seconds + report.duration, 2)
+        if report.when == "teardown":
+            self.finished.add(report.nodeid)
         if report.failed:
             if report.nodeid in self.crashed:
                 entry.outcome = Outcome.CRASHED
@@ -218,10 +221,16 @@ def write_summary(config: pytest.Config, exitstatus: int | None) -> None:
     if not config.stash.get(KERNEL_USED, False):
         return
     results = Path(results_option(config) or "results").resolve()
+    recorder = config.stash[RECORDER]
+    if exitstatus is not None:  # the run ends: a test that never reached its teardown was cut off
+        for nodeid, entry in recorder.results.items():
+            if nodeid not in recorder.finished:
+                entry.outcome = Outcome.INTERRUPTED
+                entry.message = entry.message or "the run was interrupted while this test ran"
     Summary(kernel=config.stash.get(KERNEL_INFO, None),
             transport=options_from_config(config).transport,
             finished=exitstatus is not None, exit_status=exitstatus,
-            tests=config.stash[RECORDER].results).write(results / "summary.json")
+            tests=recorder.results).write(results / "summary.json")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -52,6 +52,7 @@ def format_summary(summary: Summary) -> str:
 
 
 BISECT_GOOD, BISECT_BAD, BISECT_SKIP, BISECT_ABORT = 0, 1, 125, 200
+INTERRUPTED = 130  # run's status when pytest was interrupted (as a shell reports SIGINT)
 
 
 def bisect_status(pytest_status: int, summary: Summary) -> int:
@@ -90,4 +91,4 @@ def main(options: Options, results: Path | None, keyword: str | None,
         verdict = bisect_status(status, summary)
         print(f"bisect verdict: {verdict} (0 good, 1 bad, 125 skip, 200 abort)")
         return verdict
-    return status
+    return INTERRUPTED if status == pytest.ExitCode.INTERRUPTED else status

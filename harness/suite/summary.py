@@ -24,6 +24,7 @@ class Outcome(str, Enum):
     CRASHED = "crashed"  # the kernel crashed under the test: the kernel is wrong
     ERROR = "error"  # the test could not tell (kernel not built, boot failed, timeout)
     SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"  # the run was stopped while the test ran
 
     @property
     def kernel_is_wrong(self) -> bool:

@@ -177,3 +177,40 @@ def test_summary_message_is_the_preparation_error(pytester, cache, tmp_path):
     entry = json.loads((results / "summary.json").read_text())["tests"]["test_m.py::test_a"]
     assert entry["outcome"] == "error"
     assert entry["message"].startswith("kernel could not be prepared (tree error, exit 241): ")
+
+
+def test_an_interrupted_test_is_not_recorded_as_passed(pytester, tmp_path):
+    pytester.makeconftest("""
+        import pytest
+        from harness.suite import plugin
+
+        @pytest.fixture(scope="session")
+        def kernel(pytestconfig, results_dir):
+            pytestconfig.stash[plugin.KERNEL_USED] = True
+    """)
+    pytester.makepyfile(test_i="""
+        def test_first(kernel):
+            pass
+
+        def test_cut_off(kernel):
+            raise KeyboardInterrupt
+
+        def test_never_ran(kernel):
+            pass
+    """)
+    results = tmp_path / "results"
+    # in a process of its own: an in-process KeyboardInterrupt would stop this session too
+    result = pytester.runpytest_subprocess(f"--results={results}")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    summary = Summary.read(results)
+    assert summary is not None and summary.finished
+    outcomes = {k.split("::")[-1]: v.outcome for k, v in summary.tests.items()}
+    assert outcomes == {"test_first": Outcome.PASSED, "test_cut_off": Outcome.INTERRUPTED}
+    assert run.bisect_status(result.ret, summary) == run.BISECT_ABORT
+
+
+def test_run_exits_130_when_pytest_was_interrupted(tmp_path, monkeypatch):
+    from harness import options
+    monkeypatch.setattr(run.pytest, "main", lambda args, plugins=(): pytest.ExitCode.INTERRUPTED)
+    assert run.main(options.Options(), tmp_path / "r", None) == 130
+    assert run.main(options.Options(), tmp_path / "r2", None, bisect_exit=True) == run.BISECT_ABORT
