@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from harness.cache import sha256_file, sha256_text, subdir
-from harness.progress import Stage
+from harness.progress import Stage, say
 from harness.errors import PatchError
 from harness.kernel.source import KernelTree
 
@@ -99,7 +99,8 @@ def patched(tree: KernelTree, series: Series) -> Iterator[KernelTree]:
 
 
 def apply_series(tree: KernelTree, series: Series, dest: Path) -> KernelTree:
-    """Copy ``tree`` to ``dest`` (hard links) and apply ``series`` there."""
+    """Copy ``tree`` to ``dest`` (hard links) and apply ``series`` there, with no fuzz (as
+    ``git am`` would): a hunk whose context does not match exactly is a patch error."""
     identity = f"{tree.identity}+series:{series.identity()}"
     shutil.rmtree(dest, ignore_errors=True)
     with Stage(f"apply {series.directory}", total=len(series.patches), unit="patches") as stage:
@@ -112,13 +113,16 @@ def apply_series(tree: KernelTree, series: Series, dest: Path) -> KernelTree:
         for patch in series.patches:
             result = subprocess.run(
                 ["patch", f"-p{patch.strip}", "--batch", "--forward", "--no-backup-if-mismatch",
-                 "--reject-file=-", "-d", str(dest), "-i", str(patch.path)],
+                 "--fuzz=0", "--reject-file=-", "-d", str(dest), "-i", str(patch.path)],
                 capture_output=True, text=True)
             if result.returncode != 0:
                 problems = failed_hunks(result.stdout + result.stderr) or ["(see patch output below)"]
                 raise PatchError(
                     f"patch {patch.path} does not apply to {tree.spec} ({tree.version})",
                     "\n".join(problems) + "\n--- patch output ---\n" + (result.stdout + result.stderr))
+            offsets = [line.strip() for line in result.stdout.splitlines() if "offset" in line]
+            if offsets:  # exact context, moved lines: fine, but worth knowing
+                say(f"{patch.path.name} applies at an offset: {'; '.join(offsets)}")
             stage.advance(detail=patch.path.name)
         stage.done(f"{len(series.patches)} patches applied")
     return KernelTree(dest, identity, tree.version, tree.spec)

@@ -110,3 +110,15 @@ def test_empty_series_and_entries_outside_the_directory(tmp_path):
     (outside / "series").write_text("../evil.patch\n")
     with pytest.raises(PatchError, match=r"series:1: patch \.\./evil\.patch is outside"):
         patches.load_series(outside)
+
+
+FUZZY = GOOD.replace(" int a;\n", " int A;\n")  # one context line that the tree does not have
+
+
+def test_a_patch_that_needs_fuzz_does_not_apply(cache, fake_tree, tmp_path):
+    series = patches.load_series(write_series(tmp_path / "s", [("0001-fuzzy.patch", FUZZY)]))
+    tree = source.resolve(source.parse_spec(str(fake_tree)))
+    with pytest.raises(PatchError, match="0001-fuzzy.patch does not apply") as info:
+        with patches.patched(tree, series):
+            pass
+    assert "mm/cache.c: Hunk #1 FAILED" in info.value.detail
