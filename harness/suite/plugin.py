@@ -138,6 +138,8 @@ def boot(request: pytest.FixtureRequest, kernel: pipeline.Prepared, harness_opti
         run_dir.mkdir(parents=True, exist_ok=True)
         try:
             session = pipeline.boot(kernel, harness_options, run_dir, append)
+        except UsageError as exc:  # QEMU missing, say: the harness, not the kernel
+            pytest.exit(f"pte-harness usage error: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
         except (BootError, KernelCrash) as exc:  # boots that fail once fail again
             failures[append] = exc
             raise

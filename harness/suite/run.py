@@ -12,6 +12,7 @@ import pytest
 from harness import options as options_module
 from harness.kernel import source
 from harness.cache import new_results_dir, subdir
+from harness.errors import UsageError
 from harness.options import PROJECT_ROOT, Options
 from harness.suite.summary import Outcome, Summary
 
@@ -70,8 +71,9 @@ def bisect_status(pytest_status: int, summary: Summary) -> int:
     return BISECT_GOOD if pytest_status == pytest.ExitCode.OK else BISECT_ABORT
 
 
-def main(options: Options, results: Path | None, keyword: str | None,
-         bisect_exit: bool = False) -> int:
+def _prepare_results(options: Options, results: Path | None,
+                     keyword: str | None) -> tuple[Path, list[str]]:
+    """The results directory with options.yaml and command.txt; pytest's arguments."""
     if results is None:  # in a kernel tree (git bisect run), keep its checkout free of results
         parent = subdir("results") if source.is_kernel_tree(Path.cwd()) else Path("results")
         results = new_results_dir(parent)
@@ -82,6 +84,21 @@ def main(options: Options, results: Path | None, keyword: str | None,
     saved = options_module.write_yaml(options, results / "options.yaml")
     command = ["pytest", *args, f"--pte-config={saved}"]  # the same run, typed by hand
     (results / "command.txt").write_text(shlex.join(command) + "\n")
+    return results, args
+
+
+def main(options: Options, results: Path | None, keyword: str | None,
+         bisect_exit: bool = False) -> int:
+    try:
+        results, args = _prepare_results(options, results, keyword)
+    except OSError as exc:  # the harness's own problem: never blame the kernel for it
+        problem = UsageError(f"results directory {results or 'results/'} cannot be written: "
+                             f"{exc.strerror or exc}")
+        if bisect_exit:
+            print(f"pte-harness: usage error: {problem}\nbisect verdict: {BISECT_ABORT} (abort)",
+                  file=sys.stderr)
+            return BISECT_ABORT
+        raise problem from exc
     status = int(pytest.main(args, plugins=[HandOff(options)]))
     summary = Summary.read(results) or Summary()
     print("\n" + format_summary(summary))

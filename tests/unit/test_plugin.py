@@ -214,3 +214,42 @@ def test_run_exits_130_when_pytest_was_interrupted(tmp_path, monkeypatch):
     monkeypatch.setattr(run.pytest, "main", lambda args, plugins=(): pytest.ExitCode.INTERRUPTED)
     assert run.main(options.Options(), tmp_path / "r", None) == 130
     assert run.main(options.Options(), tmp_path / "r2", None, bisect_exit=True) == run.BISECT_ABORT
+
+
+def test_unwritable_results_are_the_harness_fault_not_the_kernel(tmp_path, monkeypatch):
+    from harness import options
+    from harness.errors import UsageError
+    monkeypatch.setattr(run.pytest, "main", lambda args, plugins=(): pytest.fail("pytest ran"))
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert run.main(options.Options(), blocked / "x", None, bisect_exit=True) == run.BISECT_ABORT
+    with pytest.raises(UsageError, match="cannot be written"):
+        run.main(options.Options(), blocked / "x", None)
+
+
+def test_a_boot_that_cannot_start_qemu_stops_the_session_as_usage(pytester, tmp_path):
+    pytester.makeconftest("""
+        import pytest
+        from harness import pipeline
+        from harness.errors import UsageError
+
+        @pytest.fixture(scope="session")
+        def kernel():
+            return object()
+
+        def missing(*args, **kwargs):
+            raise UsageError("qemu-system-x86_64 not found: install qemu-system-x86")
+
+        pipeline.boot = missing
+    """)
+    pytester.makepyfile(test_q="""
+        def test_a(guest):
+            pass
+
+        def test_b(guest):
+            pass
+    """)
+    result = pytester.runpytest_subprocess(f"--results={tmp_path / 'results'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "qemu-system-x86_64 not found" in result.stdout.str() + result.stderr.str()
+    assert run.bisect_status(result.ret, Summary()) == run.BISECT_ABORT
