@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -192,9 +193,16 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM (a CI job's timeout, kill) unwinds like Ctrl-C: sessions stop their QEMU,
+    pytest writes its results, nightly kills its cells."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     progress.set_verbosity(args.verbosity)
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         return args.func(args)
     except HarnessError as exc:

@@ -1,0 +1,63 @@
+"""SIGTERM (what a CI job's timeout sends) unwinds like Ctrl-C: nothing is left running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SCRIPT = """
+import contextlib, subprocess, sys
+from harness import cli, pipeline
+
+class FakeSession:
+    def __init__(self):
+        self.child = subprocess.Popen(["sleep", "1000"])
+        print("child", self.child.pid, flush=True)
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        self.child.kill()
+        self.child.wait()
+    def run(self, command, timeout=None):
+        import time
+        time.sleep(1000)
+
+pipeline.prepare = lambda options, programs=(): None
+pipeline.boot = lambda prepared, options, run_dir=None, append="": FakeSession()
+sys.exit(cli.main(["exec", "--run-dir", sys.argv[1], "--", "true"]))
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return not stat.read().split(") ", 1)[1].startswith("Z")
+    except FileNotFoundError:
+        return False
+
+
+def test_sigterm_stops_the_guest_and_exits_interrupted(tmp_path: Path):
+    errors = tmp_path / "stderr"
+    with errors.open("w") as err:  # a file, not a pipe: a surviving child must not hold it
+        process = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "run")],
+                                   stdout=subprocess.PIPE, stderr=err, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.startswith("child "), (line, errors.read_text())
+    child = int(line.split()[1])
+    try:
+        time.sleep(0.2)
+        os.kill(process.pid, signal.SIGTERM)
+        status = process.wait(timeout=20)
+        deadline = time.monotonic() + 5
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not alive(child)  # the session's exit stopped it
+        assert status == 130, errors.read_text()
+    finally:
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
