@@ -23,6 +23,9 @@ PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("call-trace", re.compile(r"Call Trace:")),
 ]
 TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
+# A dump somebody asked for (echo t > /proc/sysrq-trigger, ...): the bare Call Traces after
+# it are diagnostics, not reports; a report with its own header (BUG, WARNING...) still counts.
+REQUESTED_DUMP = re.compile(r"sysrq: Show ")
 
 
 @dataclass(frozen=True)
@@ -41,11 +44,14 @@ def scan(log: str, max_lines: int = 60) -> list[Finding]:
     lines = log.splitlines()
     findings: list[Finding] = []
     covered = -1
+    requested = False
     for index, line in enumerate(lines):
         if index <= covered:
             continue
+        if REQUESTED_DUMP.search(line):
+            requested = True
         kind = next((k for k, pattern in PATTERNS if pattern.search(line)), None)
-        if kind is None:
+        if kind is None or (kind == "call-trace" and requested):
             continue
         end = index + 1
         while end < len(lines) and end - index < max_lines:

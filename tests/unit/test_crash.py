@@ -49,3 +49,24 @@ def test_restarts():
 def test_oom_kill_is_a_finding():
     log = "[ 5.0] pte-workload invoked oom-killer: gfp_mask=0x140dca\n[ 5.1] Mem-Info:\n"
     assert [f.kind for f in crash.scan(log)] == ["oom"]
+
+
+SYSRQ_T = """[   10.1] sysrq: Show State
+[   10.1] task:init            state:S stack:0     pid:1     ppid:0      flags:0x00000000
+[   10.1] Call Trace:
+[   10.1]  <TASK>
+[   10.1]  __schedule+0x1/0x2
+[   10.1]  </TASK>
+[   10.2] task:kthreadd        state:S stack:0     pid:2     ppid:0      flags:0x00000000
+[   10.2] Call Trace:
+[   10.2]  <TASK>
+[   10.2]  </TASK>
+"""
+
+
+def test_a_requested_dump_is_not_a_crash_but_a_report_after_it_is():
+    assert crash.scan(SYSRQ_T) == []
+    later = SYSRQ_T + "[   11.0] BUG: kernel NULL pointer dereference, address: 0\n[   11.0] Call Trace:\n"
+    kinds = [f.kind for f in crash.scan(later)]
+    assert kinds == ["bug"]
+    assert [f.kind for f in crash.scan("[ 1.0] Call Trace:\n[ 1.0]  foo+0x1\n")] == ["call-trace"]
