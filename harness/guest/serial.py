@@ -23,6 +23,10 @@ from harness.guest.image import READY
 
 START_TIMEOUT = 30.0  # the shell echoes the begin marker at once when it is alive
 PUT_CHUNK = 48 * 1024  # bytes of a file per put command (as base64 lines of 76 characters)
+# Markers are looked for in the last SEARCH_WINDOW characters only (pexpect searched the whole
+# buffer at every read: big outputs were quadratic). pexpect searches after every read of at
+# most maxread (2000) characters, so a marker always lies inside the window when it is searched.
+SEARCH_WINDOW = 4096
 
 
 class GuestGone(HarnessError):
@@ -45,6 +49,9 @@ class Guest:
 
     def __init__(self, channel: pexpect.spawnbase.SpawnBase,
                  context: Callable[[], str] = lambda: "") -> None:
+        if channel.maxread > SEARCH_WINDOW // 2:  # each read must fall inside the window
+            raise ValueError(f"pexpect maxread {channel.maxread} is too large for the "
+                             f"search window ({SEARCH_WINDOW})")
         self.channel = channel
         self.context = context  # kernel-log tail for error messages
         self.broken: str | None = None
@@ -99,8 +106,9 @@ class Guest:
         """Nothing to close: the shell ends with QEMU (the socket is QEMU's)."""
 
     def _expect(self, pattern: str, timeout: float, what: str) -> None:
-        try:
-            self.channel.expect(pattern, timeout=timeout)
+        try:  # only the tail is searched: the patterns are short markers at the end of the
+            # output, and searching the whole buffer at each read made big outputs quadratic
+            self.channel.expect(pattern, timeout=timeout, searchwindowsize=SEARCH_WINDOW)
         except pexpect.TIMEOUT:
             self.broken = f"timed out after {timeout:g}s waiting for {what}"
             raise GuestTimeout(self.broken, self._tails()) from None

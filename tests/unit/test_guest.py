@@ -81,3 +81,11 @@ def test_put_get_byte_identical(shell, tmp_path):
     guest.put(tmp_path / "empty", str(tmp_path / "e"))
     assert (tmp_path / "e").read_bytes() == b""
     child.close(force=True)
+
+
+def test_megabytes_of_output_arrive_whole_and_fast(guest):
+    import time
+    start = time.monotonic()
+    result = guest.run("head -c 2000000 /dev/zero | tr '\\0' a; echo; echo tail", timeout=60)
+    assert result.output == "a" * 2000000 + "\ntail\n"
+    assert time.monotonic() - start < 10  # linear: the markers are searched in a window
