@@ -73,7 +73,8 @@ class Guest:
         self._expect(re.escape(mark) + r"-begin\r?\n", min(timeout, START_TIMEOUT),
                      f"the start of {command!r}")
         remaining = max(0.1, timeout - (time.monotonic() - start))
-        self._expect(re.escape(mark) + r"-end-(\d+)\r?\n", remaining, f"{command!r} to finish")
+        self._expect(re.escape(mark) + r"-end-(\d+)\r?\n", remaining, f"{command!r} to finish",
+                     said=timeout)
         status = int(self.channel.match.group(1))
         before = self.channel.before
         output = (before.decode(errors="replace") if isinstance(before, bytes) else before)
@@ -105,12 +106,14 @@ class Guest:
     def close(self) -> None:
         """Nothing to close: the shell ends with QEMU (the socket is QEMU's)."""
 
-    def _expect(self, pattern: str, timeout: float, what: str) -> None:
+    def _expect(self, pattern: str, timeout: float, what: str, said: float | None = None) -> None:
+        """Wait ``timeout`` seconds for ``pattern``; a timeout names ``said`` (the caller's
+        whole timeout) when given."""
         try:  # only the tail is searched: the patterns are short markers at the end of the
             # output, and searching the whole buffer at each read made big outputs quadratic
             self.channel.expect(pattern, timeout=timeout, searchwindowsize=SEARCH_WINDOW)
         except pexpect.TIMEOUT:
-            self.broken = f"timed out after {timeout:g}s waiting for {what}"
+            self.broken = f"timed out after {said or timeout:g}s waiting for {what}"
             raise GuestTimeout(self.broken, self._tails()) from None
         except pexpect.EOF:
             self.broken = f"control channel closed while waiting for {what}"
