@@ -76,7 +76,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
     config = vm.VmConfig(prepared.build.image, prepared.initrd, run_dir, accel=verdict.accel,
                          memory=boot.memory, cpus=boot.cpus, cpu=boot.cpu, append=boot.append)
     return transport.by_name(options.transport).shell(
-        prepared.build.image, prepared.initrd, run_dir, config, prepared.host_key,
+        config, lambda: pipeline.boot(prepared, options, run_dir), prepared.host_key,
         args.print_qemu)
 
 

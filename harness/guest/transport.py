@@ -10,9 +10,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Protocol, TextIO
+from typing import Any, Callable, Protocol, TextIO
 
 import pexpect.fdpexpect
 
@@ -60,9 +60,10 @@ class Transport(Protocol):
     def connect(self, qemu: vm.Qemu, plan: BootPlan, host_key: HostKey | None, timeout: float,
                 context: Callable[[], str], log: TextIO) -> Channel: ...
 
-    def shell(self, kernel: Path, initrd: Path, run_dir: Path, boot: vm.VmConfig,
-              host_key: HostKey | None, print_qemu: bool) -> int:
-        """An interactive shell in a guest booted as ``boot`` says; its exit status."""
+    def shell(self, boot: vm.VmConfig, start: Callable[[], Any], host_key: HostKey | None,
+              print_qemu: bool) -> int:
+        """An interactive shell in a guest booted as ``boot`` says (``start()`` boots a
+        session, for transports that talk to a running guest); its exit status."""
 
 
 class Serial:
@@ -85,11 +86,10 @@ class Serial:
         guest.wait_ready(timeout)
         return guest
 
-    def shell(self, kernel: Path, initrd: Path, run_dir: Path, boot: vm.VmConfig,
-              host_key: HostKey | None, print_qemu: bool) -> int:
-        from dataclasses import replace
+    def shell(self, boot: vm.VmConfig, start: Callable[[], Any], host_key: HostKey | None,
+              print_qemu: bool) -> int:
         config = replace(boot, mode="interactive")
-        run_dir.mkdir(parents=True, exist_ok=True)
+        config.run_dir.mkdir(parents=True, exist_ok=True)
         if print_qemu:
             say(f"QEMU command line: {config.shell_command()}")
         say(f"guest shell ({config.accel}); kernel log in {config.console_log}; "
@@ -114,17 +114,13 @@ class Ssh:
         return SshGuest.connect(qemu.config.ssh_port, host_key, plan.client_key, timeout,
                                 alive=lambda: qemu.exited() is None, context=context, log=log)
 
-    def shell(self, kernel: Path, initrd: Path, run_dir: Path, boot: vm.VmConfig,
-              host_key: HostKey | None, print_qemu: bool) -> int:
+    def shell(self, boot: vm.VmConfig, start: Callable[[], Any], host_key: HostKey | None,
+              print_qemu: bool) -> int:
         """Boot an ssh guest and hand the terminal to OpenSSH's client, pinned to the guest's
         host key, with this boot's client key in a private temporary directory."""
-        from harness.guest.session import BootOptions, Session  # a session drives transports
         if shutil.which("ssh") is None:
             raise UsageError("ssh not found: install openssh-client")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        options = BootOptions(accel=boot.accel, memory=boot.memory, cpus=boot.cpus,
-                              cpu=boot.cpu, append=boot.append, transport=self.name)
-        with Session(kernel, initrd, run_dir, options, host_key) as session, \
+        with start() as session, \
                 tempfile.TemporaryDirectory(prefix="pte-harness-ssh-") as tmp:
             if print_qemu:
                 say(f"QEMU command line: {session.config.shell_command()}")
