@@ -75,7 +75,10 @@ def runtime_dir() -> Path:
     $XDG_RUNTIME_DIR/pte-harness, else /tmp/pte-harness-UID. Refused when it is a link, is
     not ours or others may write it, so nobody can plant a link where the harness writes."""
     base = os.environ.get("XDG_RUNTIME_DIR")
-    path = Path(base) / "pte-harness" if base else Path(f"/tmp/pte-harness-{os.getuid()}")
+    if base and Path(base).is_dir():
+        path = Path(base) / "pte-harness"
+    else:  # not set, or set to a directory that is not there (a login's, long gone)
+        path = Path(f"/tmp/pte-harness-{os.getuid()}")
     try:
         path.mkdir(mode=0o700)
     except FileExistsError:

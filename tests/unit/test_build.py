@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +105,9 @@ def test_results_directories_started_in_the_same_second_differ(tmp_path, monkeyp
     monkeypatch.setattr(cache.time, "strftime", lambda fmt: "20261202-101010")
     first, second = cache.new_results_dir(tmp_path, "x-"), cache.new_results_dir(tmp_path, "x-")
     assert (first.name, second.name) == ("x-20261202-101010", "x-20261202-101010-2")
+
+
+def test_a_runtime_directory_that_is_not_there_falls_back_to_tmp(monkeypatch):
+    from harness import cache
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/nonexistent/run/user/0")
+    assert cache.runtime_dir() == Path(f"/tmp/pte-harness-{os.getuid()}")
