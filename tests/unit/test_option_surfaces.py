@@ -114,13 +114,14 @@ COMMANDS = {
 }
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
-@pytest.mark.parametrize("name", OPTIONS)
+# Pairs that do not apply: bisect's --tree is the repository to bisect (each step's tree is
+# its worktree); bench measures both transports (serial, then ssh unless --no-ssh).
+NOT_APPLICABLE = {("bisect", "tree"), ("bench", "transport")}
+
+
+@pytest.mark.parametrize("command, name", [(c, n) for c in sorted(COMMANDS) for n in OPTIONS
+                                           if (c, n) not in NOT_APPLICABLE])
 def test_command_line_of_each_command(command, name, monkeypatch, tmp_path):
-    if command == "bisect" and name == "tree":
-        pytest.skip("bisect's --tree is the repository to bisect; each step's tree is its worktree")
-    if command == "bench" and name == "transport":
-        pytest.skip("bench measures both transports (serial first, then ssh unless --no-ssh)")
     seen = capture(monkeypatch)
     extra = ["--results", str(tmp_path / "r")] if command == "run" else []
     try:
@@ -133,10 +134,9 @@ def test_command_line_of_each_command(command, name, monkeypatch, tmp_path):
         reaches(cli.options_from(cli.parser().parse_args(["run", *step])), name)
 
 
-@pytest.mark.parametrize("name", OPTIONS)
-def test_build_command_builds_with_kernel_options(name, monkeypatch):
-    if options.specs()[name].group != "kernel" and name != "transport":
-        pytest.skip("a guest option that does not change the kernel")
+@pytest.mark.parametrize("name", [n for n in OPTIONS  # guest options but transport do
+                                  if options.specs()[n].group == "kernel" or n == "transport"])
+def test_build_command_builds_with_kernel_options(name, monkeypatch):  # not change the kernel
     seen = capture(monkeypatch)
     with pytest.raises(Handed):
         cli.main(["build", *argv(name)])
