@@ -119,15 +119,18 @@ def test_bisect_status(status, tests, kernel, verdict):
     assert run.bisect_status(status, summary) == verdict
 
 
-def test_a_crash_is_told_by_its_exception_not_its_words(pytester, tmp_path):
-    pytester.makeconftest("""
-        import pytest
-        from harness.suite import plugin
+FAKE_KERNEL = """
+    import pytest
+    from harness.suite import plugin
 
-        @pytest.fixture(scope="session")
-        def kernel(pytestconfig, results_dir):
-            pytestconfig.stash[plugin.KERNEL_USED] = True
-    """)
+    @pytest.fixture(scope="session")
+    def kernel(pytestconfig, results_dir):  # a kernel that "was built": the summary is written
+        pytestconfig.stash[plugin.KERNEL_USED] = True
+"""
+
+
+def test_a_crash_is_told_by_its_exception_not_its_words(pytester, tmp_path):
+    pytester.makeconftest(FAKE_KERNEL)
     pytester.makepyfile(test_c="""
         from harness.errors import KernelCrash
 
@@ -180,14 +183,7 @@ def test_summary_message_is_the_preparation_error(pytester, cache, tmp_path):
 
 
 def test_an_interrupted_test_is_not_recorded_as_passed(pytester, tmp_path):
-    pytester.makeconftest("""
-        import pytest
-        from harness.suite import plugin
-
-        @pytest.fixture(scope="session")
-        def kernel(pytestconfig, results_dir):
-            pytestconfig.stash[plugin.KERNEL_USED] = True
-    """)
+    pytester.makeconftest(FAKE_KERNEL)
     pytester.makepyfile(test_i="""
         def test_first(kernel):
             pass
