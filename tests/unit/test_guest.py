@@ -17,7 +17,6 @@ def guest(request):
     else:
         argv = [shutil.which("sh"), "-c", f"echo {READY}; exec sh"]
     child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", env={"PS1": "$ ", "PATH": "/usr/bin:/bin"})
-    child.ptyproc.delayafterclose = child.ptyproc.delayafterterminate = 0  # 0.1 s a test
     g = Guest(child, context=lambda: "kernel log tail")
     g.wait_ready(10)
     yield g
