@@ -11,6 +11,8 @@ from pathlib import Path
 from harness.kernel import build
 from harness import doctor, options, pipeline, progress
 from harness.guest import transport, vm
+from harness.guest.session import vm_config
+from harness.guest.transport import BootPlan
 from harness.progress import say
 from harness.errors import EXIT_STATUSES, HarnessError, UsageError
 from harness.options import Options
@@ -73,8 +75,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or pipeline.new_run_dir()
     boot = pipeline.boot_options(options)
     verdict = vm.choose_accel(boot.accel, prepared.build.image, prepared.initrd)
-    config = vm.VmConfig(prepared.build.image, prepared.initrd, run_dir, accel=verdict.accel,
-                         memory=boot.memory, cpus=boot.cpus, cpu=boot.cpu, append=boot.append)
+    config = vm_config(prepared.build.image, prepared.initrd, run_dir, boot, verdict.accel,
+                       BootPlan("interactive"))
     return transport.by_name(options.transport).shell(
         config, lambda: pipeline.boot(prepared, options, run_dir), prepared.host_key,
         args.print_qemu)
@@ -87,10 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_bisect(args: argparse.Namespace) -> int:
     from harness.suite import bisect
-    values = options.given(args)  # bisect's --tree is the repository, not an option value:
-    # a placeholder here, every step is run with --tree set to bisect's worktree
-    chosen = options.merge(getattr(args, "config", None), {**values, "tree": "debian:6.12"})
-    return bisect.main(args.tree, args.good, args.bad, chosen, args.keyword, args.results,
+    chosen = options_from(args)  # every step is run with --tree set to bisect's worktree
+    return bisect.main(args.repo, args.good, args.bad, chosen, args.keyword, args.results,
                        args.retries)
 
 
@@ -151,7 +151,8 @@ def parser() -> argparse.ArgumentParser:
                             "judge (patch/config/build/boot), 200 misuse")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("bisect", help="git bisect a kernel repository with the kernel suite")
-    p.add_argument("--tree", required=True, help="git:PATH of the kernel repository")
+    p.add_argument("--tree", dest="repo", required=True, metavar="git:PATH",
+                   help="git:PATH of the kernel repository")
     p.add_argument("--good", required=True, help="a good revision")
     p.add_argument("--bad", required=True, help="a bad revision")
     add_options(p, skip=("tree",))  # for every step (series auto: none where the tree carries it)

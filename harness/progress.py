@@ -66,11 +66,6 @@ def say(message: str) -> None:
     LOG.info(message)
 
 
-def debug(message: str) -> None:
-    _handler()
-    LOG.debug(message)
-
-
 def live() -> bool:
     """Whether a live bar makes sense: stderr is a terminal and progress is not silenced."""
     return sys.stderr.isatty() and LOG.isEnabledFor(logging.INFO)
