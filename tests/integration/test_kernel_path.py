@@ -6,6 +6,7 @@ boot it under QEMU; two build variants that fail early check the build's errors.
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 import time
@@ -104,23 +105,26 @@ def test_compile_error(image, tmp_path):
     assert "build.log" in result.stderr
 
 
-PTE_MAPPED_EDIT = ('pr_info("enabled for', 'pr_info("Enabled for')  # mm/pte_mapped.c
-DRIVER_EDIT = ('"requested %lu succeeded', '"Requested %lu succeeded')  # lib/test_pte_mapped.c
-PROBE = "dmesg | grep -o '.nabled for'; cat /sys/kernel/debug/pte_mapped_test/result"
+PROBE = ("dmesg | grep -o '[0-9a-f]*:\\?enabled for'; "
+         "cat /sys/kernel/debug/pte_mapped_test/result")
 
 
 def test_a_changed_patch_changes_the_kernel(image, tmp_path):
     """Builds share one source and object directory per release, so each of these is
     incremental. A one-line change in one patch must reach the kernel; so must undoing it in
-    the next series (mm/pte_mapped.c goes back to older bytes while another file changes)."""
+    the next series (mm/pte_mapped.c goes back to older bytes while another file changes).
+    The edits carry a fresh token, so no earlier run's cached image can stand in for them."""
+    token = secrets.token_hex(4)
     series = PATCH_DIR / "v6.12"
-    first = patches.edited_copy(series, tmp_path / "first", *PTE_MAPPED_EDIT)
-    second = patches.edited_copy(series, tmp_path / "second", *DRIVER_EDIT)
+    first = patches.edited_copy(series, tmp_path / "first",  # mm/pte_mapped.c
+                                'pr_info("enabled for', f'pr_info("{token}:enabled for')
+    second = patches.edited_copy(series, tmp_path / "second",  # lib/test_pte_mapped.c
+                                 '"requested %lu succeeded', f'"{token}:requested %lu succeeded')
     outputs = []
     for edited in (first, second):
         result = harness("exec", "--series", str(edited), "--", "sh", "-c", PROBE)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "objects compiled (incremental build)" in result.stderr, result.stderr[-3000:]
         outputs.append(result.stdout)
-    assert outputs[0].startswith("Enabled for\nrequested "), outputs[0]
-    assert outputs[1].startswith("enabled for\nRequested "), outputs[1]
+    assert outputs[0].startswith(f"{token}:enabled for\nrequested "), outputs[0]
+    assert outputs[1].startswith(f"enabled for\n{token}:requested "), outputs[1]
