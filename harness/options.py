@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from harness.guest import transport
+from harness.guest import transport, vm
 from harness.kernel import source
 from harness.errors import UsageError
 
@@ -24,6 +24,7 @@ GUEST_SOURCES = PROJECT_ROOT / "guest-src"
 DEFAULT_SERIES = "auto"
 BASE_FRAGMENT = "base.config"
 FEATURE_FRAGMENTS = ("pte-mapped.config", "debug.config")
+NUMA_FRAGMENT, HOTPLUG_FRAGMENT = "numa.config", "hotplug.config"
 TRANSPORTS = tuple(transport.TRANSPORTS)
 FEATURE_MARKER = "config ARCH_WANTS_PTE_MAPPED_CACHE"  # in mm/Kconfig of a tree with the series
 
@@ -77,7 +78,12 @@ class Options:
     accel: str = option("auto", "accelerator: auto (KVM only after a probe boot), kvm or tcg",
                         "guest", choices=("auto", "kvm", "tcg"))
     memory: str = option("1G", "guest memory", "guest", old_names=("--guest-mem", "PTE_HARNESS_GUEST_MEM"))
-    cpus: int = option(1, "guest CPUs (more need CONFIG_ACPI in a fragment)", "guest", kind="int")
+    cpus: int = option(1, "guest CPUs", "guest", kind="int")
+    numa: int = option(0, "NUMA nodes sharing the guest's memory and CPUs out (0: none; the "
+                       "kernel merges numa.config)", "guest", kind="int")
+    hotplug: str = option("", "hotpluggable memory beyond --memory, e.g. 1G: QEMU gets DIMM "
+                          "slots for it, tests add and remove it (the kernel merges "
+                          "hotplug.config)", "guest", metavar="SIZE")
     cpu: str = option("max", "QEMU -cpu model", "guest")
     append: str = option("", "extra kernel command-line arguments", "guest")
     boot_timeout: float = option(60.0, "seconds to reach the guest's shell", "guest", kind="float")
@@ -92,6 +98,13 @@ class Options:
         for name in ("cpus", "jobs"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.numa < 0:
+            raise UsageError(f"numa must be 0 (no NUMA) or a number of nodes, not {self.numa}")
+        if self.numa and vm.mebibytes(self.memory, "memory") < 128 * self.numa:
+            raise UsageError(f"--memory {self.memory} is too small for {self.numa} NUMA nodes "
+                             "(at least 128M each)")
+        if self.hotplug:
+            vm.mebibytes(self.hotplug, "hotplug")
         for name in ("boot_timeout", "timeout"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{key(name)} must be a positive number of seconds, "
@@ -136,11 +149,16 @@ class Options:
             return FEATURE_FRAGMENTS
         return ()
 
+    def topology_fragments(self) -> tuple[str, ...]:
+        """What a guest of this shape needs in its kernel (see kconfigs/)."""
+        return ((NUMA_FRAGMENT,) if self.numa else ()) + ((HOTPLUG_FRAGMENT,) if self.hotplug else ())
+
     def fragment_paths(self) -> tuple[Path, ...]:
-        """base.config, the default fragments, the --kconfig ones, net.config for ssh; a
-        fragment named twice is merged once, where it first comes."""
+        """base.config, the default fragments, the --kconfig ones, net.config for ssh,
+        numa.config and hotplug.config for guests that have them; a fragment named twice is
+        merged once, where it first comes."""
         names = [BASE_FRAGMENT, *self.default_fragments(), *self.kconfig,
-                 *transport.by_name(self.transport).fragments]
+                 *transport.by_name(self.transport).fragments, *self.topology_fragments()]
         paths: list[Path] = []
         for name in names:
             path = resolve_fragment(name)

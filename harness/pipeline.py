@@ -47,6 +47,7 @@ def new_run_dir(parent: Path | None = None) -> Path:
 
 def boot_options(options: Options, append: str = "") -> BootOptions:
     return BootOptions(accel=options.accel, memory=options.memory, cpus=options.cpus,
+                       numa=options.numa, hotplug=options.hotplug,
                        cpu=options.cpu, append=f"{options.append} {append}".strip(),
                        boot_timeout=options.boot_timeout, transport=options.transport,
                        timeout=options.timeout)

@@ -8,8 +8,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import BootError, GuestTimeout, KernelCrash
+from harness.errors import BootError, GuestTimeout, KernelCrash, UsageError
 from harness.guest import crash, vm
+from harness.guest.hotplug import Hotplug
+from harness.guest.qmp import Qmp
 from harness.guest.serial import CommandResult, GuestGone
 from harness.guest.sshkeys import HostKey
 from harness.guest.transport import BootPlan, Channel, by_name
@@ -24,6 +26,8 @@ class BootOptions:
     accel: str = "auto"
     memory: str = "1G"
     cpus: int = 1
+    numa: int = 0
+    hotplug: str = ""
     cpu: str = "max"
     append: str = ""
     boot_timeout: float = 60.0
@@ -35,6 +39,7 @@ def vm_config(kernel: Path, initrd: Path, run_dir: Path, options: BootOptions, a
               plan: BootPlan) -> vm.VmConfig:
     return vm.VmConfig(kernel, initrd, run_dir, accel=accel, memory=options.memory,
                        cpus=options.cpus, cpu=options.cpu, append=options.append,
+                       numa=options.numa, hotplug=options.hotplug,
                        mode=plan.mode, ssh_authkey=plan.authkey)
 
 
@@ -60,6 +65,8 @@ class Session:
         self.config = self.qemu.config  # with the forward port chosen
         self._control_log = (run_dir / "control.log").open("w")
         self.guest: Channel | None = None
+        self._qmp: Qmp | None = None
+        self._hotplug: Hotplug | None = None
         try:
             self.guest = transport.connect(self.qemu, self.plan, host_key, options.boot_timeout,
                                            context=self.console_tail, log=self._control_log)
@@ -108,6 +115,22 @@ class Session:
         except (GuestGone, GuestTimeout) as exc:
             raise self._explain(exc, f"copying {remote} to {local}") from None
 
+    def qmp(self) -> Qmp:
+        """QEMU's QMP connection (made on first use)."""
+        if self._qmp is None:
+            self._qmp = Qmp(self.config.qmp_socket)
+        return self._qmp
+
+    @property
+    def hotplug(self) -> Hotplug:
+        """Memory hotplug: ``add(size, node)``, ``online``, ``offline``, ``remove``."""
+        if not self.options.hotplug:
+            raise UsageError("this guest has no hotpluggable memory: boot it with --hotplug "
+                             "SIZE (a test: @pytest.mark.guest(hotplug=\"1G\"))")
+        if self._hotplug is None:
+            self._hotplug = Hotplug(self.qmp(), lambda command, timeout: self.run(command, timeout))
+        return self._hotplug
+
     def _guest(self) -> Channel:
         assert self.guest is not None
         return self.guest
@@ -145,6 +168,8 @@ class Session:
             time.sleep(0.02)
 
     def close(self) -> None:
+        if self._qmp is not None:
+            self._qmp.close()
         if self.guest is not None:
             self.guest.close()
         self.qemu.stop()

@@ -21,6 +21,8 @@ BASE_APPEND = "console=ttyS0 panic=-1 nopti no5lvl"
 PROBE_TIMEOUT = 8.0
 LOOPBACK = "127.0.0.1"
 PORT_ATTEMPTS = 5
+HOTPLUG_SLOTS = 4  # pc-dimm slots of a guest with hotpluggable memory
+SIZE_UNITS = {"": 1, "M": 1, "G": 1024, "T": 1024 * 1024}  # QEMU's -m: a bare number is MiB
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class VmConfig:
     # ssh: no shell on a serial port, sshd behind a host port forward
     ssh_port: int = 0  # ssh: the host port forwarded to the guest's port 22 (127.0.0.1 only)
     ssh_authkey: str = ""  # ssh: base64 of the client's ed25519 public key
+    numa: int = 0  # NUMA nodes sharing memory and CPUs out (0: no -numa at all)
+    hotplug: str = ""  # hotpluggable memory beyond ``memory`` (slots and maxmem), e.g. "1G"
 
     @property
     def console_log(self) -> Path:
@@ -48,6 +52,30 @@ class VmConfig:
         """In /tmp: a unix socket path must stay under 108 bytes, a run dir may not."""
         tag = hashlib.sha256(str(self.run_dir.resolve()).encode()).hexdigest()[:16]
         return Path(tempfile.gettempdir()) / f"pte-harness-{tag}.sock"
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.control_socket.with_suffix(".qmp")
+
+    def memory_args(self) -> list[str]:
+        """-m with hotplug slots, and for NUMA one RAM backend and -numa node per node
+        (memory shared out evenly, the rest to the last node; CPU i on node i mod N)."""
+        total = mebibytes(self.memory, "memory")
+        memory = self.memory
+        if self.hotplug:
+            memory += f",slots={HOTPLUG_SLOTS},maxmem={total + mebibytes(self.hotplug, 'hotplug')}M"
+        args = ["-m", memory]
+        for node in range(self.numa):
+            size = total // self.numa + (total % self.numa if node == self.numa - 1 else 0)
+            cpus = "".join(f",cpus={cpu}" for cpu in range(node, self.cpus, self.numa))
+            args += ["-object", f"memory-backend-ram,id=ram-node{node},size={size}M",
+                     "-numa", f"node,nodeid={node},memdev=ram-node{node}{cpus}"]
+        return args
+
+    def smp(self) -> str:
+        """-smp: with NUMA, one socket per CPU, so that no cache is shared across nodes
+        (a CPU whose LLC sibling sits on another node makes the kernel warn)."""
+        return f"{self.cpus},sockets={self.cpus},cores=1,threads=1" if self.numa else str(self.cpus)
 
     def kernel_cmdline(self) -> str:
         extra = {"control": "", "interactive": " pte_harness.interactive",
@@ -67,8 +95,9 @@ class VmConfig:
                     "-device", "virtio-net-pci,netdev=n0,romfile="],
         }[self.mode]
         return [
-            self.qemu, "-accel", self.accel, "-cpu", self.cpu, "-m", self.memory,
-            "-smp", str(self.cpus), "-nodefaults", "-display", "none", "-no-reboot",
+            self.qemu, "-accel", self.accel, "-cpu", self.cpu, *self.memory_args(),
+            "-smp", self.smp(), "-nodefaults", "-display", "none", "-no-reboot",
+            "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
             "-kernel", str(self.kernel), "-initrd", str(self.initrd),
             "-append", self.kernel_cmdline(),
             "-serial", f"file:{self.console_log}", *control,
@@ -101,6 +130,7 @@ class Qemu:
         if self.channel is not None:
             self.channel.close()
         self.config.control_socket.unlink(missing_ok=True)
+        self.config.qmp_socket.unlink(missing_ok=True)
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -108,6 +138,16 @@ class Qemu:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout)
+
+
+def mebibytes(size: str, what: str) -> int:
+    """QEMU's size syntax (``512M``, ``1G``, ``2048``: MiB) in MiB; anything else is a
+    usage error naming the option."""
+    text = size.strip().upper().removesuffix("B")
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in SIZE_UNITS else (text, "")
+    if not number.isdigit() or int(number) == 0:
+        raise UsageError(f"--{what} {size!r}: expected a size such as 512M or 1G")
+    return int(number) * SIZE_UNITS[unit]
 
 
 def start(config: VmConfig, connect_timeout: float = 10.0) -> Qemu:
@@ -180,6 +220,7 @@ def parse_proc_address(text: str) -> tuple[str, int]:
 
 def _start(config: VmConfig, connect_timeout: float) -> Qemu:
     config.control_socket.unlink(missing_ok=True)
+    config.qmp_socket.unlink(missing_ok=True)
     (config.run_dir / "qemu-cmdline.txt").write_text(config.shell_command() + "\n")
     stderr = (config.run_dir / "qemu-stderr.log").open("w")
     process = subprocess.Popen(config.command(), stdin=subprocess.DEVNULL,

@@ -41,6 +41,8 @@ EXAMPLES: dict[str, tuple[Any, Callable[[BuildRequest, BootOptions], bool]]] = {
     "accel": ("tcg", lambda r, b: b.accel == "tcg"),
     "memory": ("2G", lambda r, b: b.memory == "2G"),
     "cpus": (2, lambda r, b: b.cpus == 2),
+    "numa": (2, lambda r, b: b.numa == 2 and names(r)[-1] == "numa.config"),
+    "hotplug": ("1G", lambda r, b: b.hotplug == "1G" and names(r)[-1] == "hotplug.config"),
     "cpu": ("qemu64", lambda r, b: b.cpu == "qemu64"),
     "append": ("loglevel=8", lambda r, b: b.append == "loglevel=8"),
     "boot_timeout": (17.5, lambda r, b: b.boot_timeout == 17.5),

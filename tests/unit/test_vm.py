@@ -26,6 +26,36 @@ def test_command_line(tmp_path):
     assert "server=on,wait=on" in joined
 
 
+def test_numa_and_hotplug_memory(tmp_path):
+    command = config(tmp_path, memory="1G", cpus=3, numa=2, hotplug="512M").command()
+    joined = " ".join(command)
+    assert "-m 1G,slots=4,maxmem=1536M" in joined
+    assert "-object memory-backend-ram,id=ram-node0,size=512M" in joined
+    assert "-numa node,nodeid=0,memdev=ram-node0,cpus=0,cpus=2" in joined
+    assert "-numa node,nodeid=1,memdev=ram-node1,cpus=1" in joined
+    assert "-smp 3,sockets=3,cores=1,threads=1" in joined  # no LLC shared across nodes
+    assert f"-qmp unix:{config(tmp_path).qmp_socket},server=on,wait=off" in joined
+    uneven = " ".join(config(tmp_path, memory="1000M", numa=3).command())
+    assert "size=333M" in uneven and "id=ram-node2,size=334M" in uneven
+
+
+def test_one_node_guest_has_no_numa_options(tmp_path):
+    command = config(tmp_path).command()
+    assert "-numa" not in command and command[command.index("-m") + 1] == "1G"
+
+
+@pytest.mark.parametrize("size, mib", [("512M", 512), ("1G", 1024), ("2048", 2048), ("1g", 1024),
+                                       ("2GB", 2048)])
+def test_sizes(size, mib):
+    assert vm.mebibytes(size, "memory") == mib
+
+
+@pytest.mark.parametrize("size", ["", "0", "1.5G", "G", "12K", "lots"])
+def test_bad_sizes_name_the_option(size):
+    with pytest.raises(UsageError, match="--hotplug"):
+        vm.mebibytes(size, "hotplug")
+
+
 def test_interactive_uses_stdio(tmp_path):
     command = config(tmp_path, mode="interactive").command()
     assert command[-2:] == ["-serial", "stdio"]
