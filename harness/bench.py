@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from harness.kernel import build, patches
 from harness import pipeline
@@ -104,11 +104,12 @@ def build_rows(options: Options) -> list[tuple[str, float, str]]:
     return rows
 
 
-def bare_boot(prepared: pipeline.Prepared, accel: str, cpus: int, memory: str) -> float:
+def bare_boot(prepared: pipeline.Prepared, accel: str, options: Options) -> float:
     """QEMU start until the guest's init prints its ready line on the console (no harness)."""
     with tempfile.TemporaryDirectory(dir=subdir("bench")) as tmp:
         config = vm.VmConfig(prepared.build.image, prepared.initrd, Path(tmp), accel=accel,
-                             memory=memory, cpus=cpus, mode="bare")
+                             memory=options.memory, cpus=options.cpus, numa=options.numa,
+                             hotplug=options.hotplug, mode="bare")
         console = config.console_log
         command = config.command()
         start = time.monotonic()
@@ -160,8 +161,7 @@ def transport_rows(prepared: pipeline.Prepared, options: Options, rounds: int,
                    accel: str) -> list[tuple[str, float, str]]:
     """Bare boot, boot to first command and command round trip of one transport's kernel."""
     name = options.transport
-    bare = statistics.median(bare_boot(prepared, accel, options.cpus, options.memory)
-                             for _ in range(rounds))
+    bare = statistics.median(bare_boot(prepared, accel, options) for _ in range(rounds))
     ours = statistics.median(harness_boot(prepared, options) for _ in range(rounds))
     ratio = ours / bare
     latency, transfer = on_guest(prepared, options)
@@ -176,7 +176,26 @@ def transport_rows(prepared: pipeline.Prepared, options: Options, rounds: int,
     ]
 
 
-def main(options: Options, rounds: int = 5, cold: bool = True, ssh: bool = True) -> int:
+SHAPES: tuple[tuple[str, dict[str, Any]], ...] = (("1 CPU", {}), ("2 CPUs", {"cpus": 2}), ("2 CPUs, 2 NUMA nodes", {"cpus": 2, "numa": 2}),
+          ("hotplug slots (1G)", {"hotplug": "1G"}))
+
+
+def shape_rows(options: Options, rounds: int, accel: str) -> list[tuple[str, float, str]]:
+    """Bare QEMU boot and harness boot to first command for each machine shape (NUMA and
+    hotplug shapes use their own kernels, built here when the cache lacks them)."""
+    rows = []
+    for name, values in SHAPES:
+        shaped = replace(options, **values)
+        prepared = pipeline.prepare(shaped)
+        bare = statistics.median(bare_boot(prepared, accel, shaped) for _ in range(rounds))
+        ours = statistics.median(harness_boot(prepared, shaped) for _ in range(rounds))
+        rows.append((f"{name}: bare QEMU boot / harness boot to first command ({accel}, "
+                     f"median of {rounds})", ours, f"bare {bare:.2f} s, {ours / bare:.2f}x bare"))
+    return rows
+
+
+def main(options: Options, rounds: int = 5, cold: bool = True, ssh: bool = True,
+         shapes: bool = True) -> int:
     """The serial figures for ``options`` (whatever its transport), then the same over ssh
     (its own kernel, with kconfigs/net.config: built here when the cache lacks it)."""
     options = replace(options, transport="serial")
@@ -194,6 +213,8 @@ def main(options: Options, rounds: int = 5, cold: bool = True, ssh: bool = True)
     if ssh:
         ssh_options = replace(options, transport="ssh")
         rows += transport_rows(pipeline.prepare(ssh_options), ssh_options, rounds, accel)
+    if shapes:
+        rows += shape_rows(options, rounds, accel)
     width = max(len(name) for name, _, _ in rows)
     print(f"pte-harness bench: {options.tree}, series {options.series}, {os.cpu_count()} CPUs")
     for name, seconds, note in rows:

@@ -111,7 +111,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from harness import bench
     return bench.main(options_from(args), rounds=args.rounds, cold=not args.no_cold,
-                      ssh=not args.no_ssh)
+                      ssh=not args.no_ssh, shapes=not args.no_shapes)
 
 
 def add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
@@ -188,6 +188,8 @@ def parser() -> argparse.ArgumentParser:
                    help="skip the build figures (a cold and an incremental build, 3-4 minutes)")
     p.add_argument("--no-ssh", action="store_true",
                    help="skip boot-to-first-command over ssh (its kernel is another build)")
+    p.add_argument("--no-shapes", action="store_true",
+                   help="skip the boots of 2 CPUs, NUMA and hotplug guests (two more kernels)")
     p.set_defaults(func=cmd_bench)
     for choice in sub.choices.values():
         add_verbosity(choice, argparse.SUPPRESS)  # after the subcommand too; not reset there

@@ -34,7 +34,7 @@ SESSIONS = pytest.StashKey[list[Session]]()
 FIGURES = pytest.StashKey[dict[str, object]]()
 KERNEL_INFO = pytest.StashKey[dict]()  # the kernel under test, for the summary
 KERNEL_USED = pytest.StashKey[bool]()
-BOOT_FAILURES = pytest.StashKey[dict[str, HarnessError]]()  # kernel arguments -> why
+BOOT_FAILURES = pytest.StashKey[dict[tuple[Options, str], HarnessError]]()  # boot -> why
 OPTIONS = pytest.StashKey[Options]()
 RESULTS_ENV = "PTE_HARNESS_RESULTS"
 CONFIG_ENV = "PTE_HARNESS_CONFIG"
@@ -52,6 +52,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RECORDER] = Recorder(config)
     config.pluginmanager.register(config.stash[RECORDER], "pte-harness-recorder")
     config.addinivalue_line("markers", "kernel: builds and boots a real kernel (slow)")
+    config.addinivalue_line("markers", "guest(cpus=, numa=, hotplug=, memory=, kconfig=, "
+                                       "append=): the shape of the guests this test boots "
+                                       "(and the kernel it needs)")
     config.addinivalue_line("markers", "negative: runs a check against a kernel where the "
                                        "behaviour is broken and expects the check to fail")
 
@@ -89,25 +92,44 @@ def results_dir(pytestconfig: pytest.Config) -> Path:
     return path
 
 
+KernelKey = tuple  # (BuildRequest, transport): what decides the kernel and initramfs
+
+
 @pytest.fixture(scope="session")
-def kernel(pytestconfig: pytest.Config, harness_options: Options,
-           results_dir: Path) -> pipeline.Prepared:
-    """The built (or reused) kernel and initramfs; a failure errors every dependent test."""
-    pytestconfig.stash[KERNEL_USED] = True
-    problem: HarnessError | None = None
+def kernels(pytestconfig: pytest.Config) -> Callable[[Options], pipeline.Prepared]:
+    """The built (or reused) kernel and initramfs for some options: each kernel is prepared
+    once per session; a failure fails every test that needs that kernel."""
+    prepared: dict[KernelKey, pipeline.Prepared | HarnessError] = {}
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
-    try:
-        with capture.global_and_fixture_disabled() if capture else nullcontext():
-            prepared = pipeline.prepare(harness_options)  # its progress shown, not captured
-    except HarnessError as exc:
-        problem = exc
-    # Raised outside the except clause: the report then starts with our message, not with
-    # the harness error's traceback ("During handling of the above exception...").
-    if isinstance(problem, UsageError):  # the harness was misused: no commit is to blame
-        pytest.exit(f"pte-harness usage error: {problem}", returncode=pytest.ExitCode.USAGE_ERROR)
-    if problem is not None:
-        pytest.fail(f"kernel could not be prepared ({problem.kind} error, exit {problem.status}): "
-                    f"{problem}", pytrace=False)
+
+    def get(chosen: Options) -> pipeline.Prepared:
+        pytestconfig.stash[KERNEL_USED] = True
+        key: KernelKey = (chosen,)  # until the request is known (finding it may fail)
+        try:
+            key = (pipeline.build_request(chosen), chosen.transport)
+            if key not in prepared:
+                with capture.global_and_fixture_disabled() if capture else nullcontext():
+                    prepared[key] = pipeline.prepare(chosen)  # its progress shown, not captured
+        except HarnessError as exc:
+            prepared[key] = exc
+        found = prepared[key]
+        # Raised outside an except clause: the report then starts with our message, not
+        # with the harness error's traceback ("During handling of the above exception...").
+        if isinstance(found, UsageError):  # the harness was misused: no commit is to blame
+            pytest.exit(f"pte-harness usage error: {found}", returncode=pytest.ExitCode.USAGE_ERROR)
+        if isinstance(found, HarnessError):
+            pytest.fail(f"kernel could not be prepared ({found.kind} error, exit {found.status}): "
+                        f"{found}", pytrace=False)
+        return found
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def kernel(pytestconfig: pytest.Config, harness_options: Options, results_dir: Path,
+           kernels: Callable[[Options], pipeline.Prepared]) -> pipeline.Prepared:
+    """The kernel of the session's options (the one the summary names)."""
+    prepared = kernels(harness_options)
     shutil.copyfile(prepared.build.config, results_dir / "kernel.config")
     pytestconfig.stash[KERNEL_INFO] = {
         "tree": harness_options.tree, "series": str(harness_options.series_dir() or "none"),
@@ -118,30 +140,61 @@ def kernel(pytestconfig: pytest.Config, harness_options: Options,
     return prepared
 
 
+GUEST_MARKER_KEYS = ("cpus", "numa", "hotplug", "memory", "kconfig", "append")
+
+
+def guest_options(node: pytest.Item, chosen: Options) -> Options:
+    """The session's options with a test's ``@pytest.mark.guest(...)`` applied: cpus, numa,
+    hotplug, memory and append replace the session's; kconfig (a fragment name, or a list
+    of them) adds fragments, so the test gets its own kernel, built once per session."""
+    marker = node.get_closest_marker("guest")
+    if marker is None:
+        return chosen
+    unknown = sorted(set(marker.kwargs) - set(GUEST_MARKER_KEYS))
+    if marker.args or unknown:
+        raise UsageError(f"{node.nodeid}: @pytest.mark.guest takes keywords "
+                         f"{', '.join(GUEST_MARKER_KEYS)}; got {list(marker.args) + unknown}")
+    values = dict(marker.kwargs)
+    if "kconfig" in values:
+        extra = values["kconfig"]
+        values["kconfig"] = chosen.kconfig + ((extra,) if isinstance(extra, str) else tuple(extra))
+    return replace(chosen, **values)
+
+
 def _safe(nodeid: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:150]
 
 
 @pytest.fixture
-def boot(request: pytest.FixtureRequest, kernel: pipeline.Prepared, harness_options: Options,
-         results_dir: Path) -> Iterator[Callable[..., Session]]:
-    """Factory: ``boot(append="...")`` boots a fresh guest for this test."""
+def boot(request: pytest.FixtureRequest, harness_options: Options, results_dir: Path,
+         kernels: Callable[[Options], pipeline.Prepared]) -> Iterator[Callable[..., Session]]:
+    """Factory: ``boot(append="...")`` boots a fresh guest for this test, shaped by the
+    test's ``@pytest.mark.guest(...)`` if it has one (see ``guest_options``)."""
     sessions = request.node.stash.setdefault(SESSIONS, [])
     failures = request.config.stash.setdefault(BOOT_FAILURES, {})
     test_dir = results_dir / _safe(request.node.nodeid)
+    marker_error = None
+    try:
+        chosen = guest_options(request.node, harness_options)
+    except UsageError as exc:
+        marker_error = str(exc)
+    if marker_error is not None:
+        pytest.fail(marker_error, pytrace=False)
+    kernel = (request.getfixturevalue("kernel") if chosen == harness_options
+              else kernels(chosen))
 
     def start(append: str = "") -> Session:
-        if append in failures:
-            pytest.fail(f"an earlier boot with the same arguments failed: {failures[append]}",
-                        pytrace=False)
+        if (chosen, append) in failures:
+            pytest.fail(f"an earlier boot with the same arguments failed: "
+                        f"{failures[chosen, append]}", pytrace=False)
         run_dir = test_dir / f"boot{len(sessions)}"
         run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            session = pipeline.boot(kernel, harness_options, run_dir, append)
+            session = pipeline.boot(kernel, chosen, run_dir, append)
         except UsageError as exc:  # QEMU missing, say: the harness, not the kernel
             pytest.exit(f"pte-harness usage error: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
         except (BootError, KernelCrash) as exc:  # boots that fail once fail again
-            failures[append] = exc
+            failures[chosen, append] = exc
             raise
         sessions.append(session)
         return session

@@ -2,7 +2,9 @@
 
 import pytest
 
-from harness.suite import run
+from harness.errors import UsageError
+from harness.options import Options
+from harness.suite import plugin, run
 from harness.suite.summary import Outcome, Summary, TestResult
 
 
@@ -89,6 +91,26 @@ def test_markers_registered(pytester):
             pass
     """)
     pytester.runpytest_inprocess("--strict-markers").assert_outcomes(passed=1)
+
+
+def test_guest_marker_shapes_the_options():
+    class Node:
+        nodeid = "t.py::test_x"
+
+        def __init__(self, **kwargs):
+            self.marker = pytest.mark.guest(**kwargs).mark if kwargs else None
+
+        def get_closest_marker(self, name):
+            return self.marker
+
+    session = Options(kconfig=("net.config",))
+    assert plugin.guest_options(Node(), session) is session
+    shaped = plugin.guest_options(Node(cpus=2, numa=2, hotplug="1G", kconfig="debug"), session)
+    assert (shaped.cpus, shaped.numa, shaped.hotplug) == (2, 2, "1G")
+    assert shaped.kconfig == ("net.config", "debug")
+    assert [p.name for p in shaped.fragment_paths()][-2:] == ["numa.config", "hotplug.config"]
+    with pytest.raises(UsageError, match="takes keywords .*got \\['nodes'\\]"):
+        plugin.guest_options(Node(nodes=2), session)
 
 
 def test_format_summary():
