@@ -1,4 +1,5 @@
-"""The pte-harness command line: doctor, build, exec, shell, run, bisect, nightly, bench."""
+"""The pte-harness command line: doctor, build, exec, shell, run, mutate, bisect, nightly,
+bench."""
 
 from __future__ import annotations
 
@@ -84,7 +85,13 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.suite import run
-    return run.main(options_from(args), args.results, args.keyword, args.bisect_exit)
+    return run.main(options_from(args), args.results, args.keyword, args.bisect_exit,
+                    args.exitfirst)
+
+
+def cmd_mutate(args: argparse.Namespace) -> int:
+    from harness.suite import mutate
+    return mutate.main(options_from(args), args.names, args.results, args.keyword)
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
@@ -149,7 +156,16 @@ def parser() -> argparse.ArgumentParser:
     group.add_argument("--bisect-exit", action="store_true",
                        help="exit for git bisect run: 0 pass, 1 test failed, 125 could not "
                             "judge (patch/config/build/boot), 200 misuse")
+    group.add_argument("-x", "--exitfirst", action="store_true",
+                       help="stop at the first failing test (pytest -x)")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("mutate", help="run the suite on each mutant in tests/mutants/: "
+                                      "KILLED or SURVIVED")
+    add_options(p)
+    p.add_argument("names", nargs="*", metavar="NAME", help="mutants to run (default: all)")
+    p.add_argument("-k", dest="keyword", metavar="EXPR", help="tests to run on each mutant")
+    p.add_argument("--results", type=Path, help="results directory (default results/<time>)")
+    p.set_defaults(func=cmd_mutate)
     p = sub.add_parser("bisect", help="git bisect a kernel repository with the kernel suite")
     p.add_argument("--tree", dest="repo", required=True, metavar="git:PATH",
                    help="git:PATH of the kernel repository")

@@ -26,11 +26,13 @@ class HandOff:
         self.options = options
 
 
-def pytest_args(results: Path, keyword: str | None) -> list[str]:
+def pytest_args(results: Path, keyword: str | None, exitfirst: bool = False) -> list[str]:
     args = [str(SUITE), "-p", "no:cacheprovider", "-q", "-rfE",
             f"--junitxml={results / 'junit.xml'}", f"--results={results}"]
     if keyword:
         args += ["-k", keyword]
+    if exitfirst:
+        args.append("--exitfirst")
     return args
 
 
@@ -71,8 +73,8 @@ def bisect_status(pytest_status: int, summary: Summary) -> int:
     return BISECT_GOOD if pytest_status == pytest.ExitCode.OK else BISECT_ABORT
 
 
-def _prepare_results(options: Options, results: Path | None,
-                     keyword: str | None) -> tuple[Path, list[str]]:
+def _prepare_results(options: Options, results: Path | None, keyword: str | None,
+                     exitfirst: bool = False) -> tuple[Path, list[str]]:
     """The results directory with options.yaml and command.txt; pytest's arguments."""
     if results is None:  # in a kernel tree (git bisect run), keep its checkout free of results
         parent = subdir("results") if source.is_kernel_tree(Path.cwd()) else Path("results")
@@ -80,7 +82,7 @@ def _prepare_results(options: Options, results: Path | None,
     results = results.resolve()
     print(f"kernel tree: {options.tree}; results: {results}")
     results.mkdir(parents=True, exist_ok=True)
-    args = pytest_args(results, keyword)
+    args = pytest_args(results, keyword, exitfirst)
     saved = options_module.write_yaml(options, results / "options.yaml")
     command = ["pytest", *args, f"--pte-config={saved}"]  # the same run, typed by hand
     (results / "command.txt").write_text(shlex.join(command) + "\n")
@@ -88,9 +90,9 @@ def _prepare_results(options: Options, results: Path | None,
 
 
 def main(options: Options, results: Path | None, keyword: str | None,
-         bisect_exit: bool = False) -> int:
+         bisect_exit: bool = False, exitfirst: bool = False) -> int:
     try:
-        results, args = _prepare_results(options, results, keyword)
+        results, args = _prepare_results(options, results, keyword, exitfirst)
     except OSError as exc:  # the harness's own problem: never blame the kernel for it
         problem = UsageError(f"results directory {results or 'results/'} cannot be written: "
                              f"{exc.strerror or exc}")
