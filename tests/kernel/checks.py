@@ -7,7 +7,8 @@ the JSON summary) carries the numbers.
 
 from __future__ import annotations
 
-from tests.kernel.ptecache import CACHED, SPLITS, Trace, grouping_bound, ptm
+from tests.kernel.ptecache import (CACHED, KPF_PGTABLE, SPLITS, Trace, flagged_pfns,
+                                   grouping_bound, ptm)
 
 N = 2048
 # Unmovable free memory scattered over many 2M regions: what a long-running system has.
@@ -44,11 +45,29 @@ def check_grouping(session, figures: dict) -> Trace:
     assert delta[SPLITS] <= grouping_bound(N), (
         f"{N} flagged allocations caused {delta[SPLITS]} level-2 splits, more than "
         f"ceil({N}/512)+1 = {grouping_bound(N)}\n{trace}")
-    assert len(trace.addrs) == N, f"driver holds {len(trace.addrs)} pages, expected {N}"
-    wrong = [hex(a) for a in trace.addrs if trace.maps["after"].level_of(a) != "pte"]
-    figures["pages_not_pte_mapped"] = len(wrong)
-    assert not wrong, f"{len(wrong)} of {N} pages are not in a 4K pte run: {wrong[:5]}"
+    check_pte_mapped(trace, figures, N)
     return trace
+
+
+def check_pte_mapped(trace: Trace, figures: dict, held: int) -> None:
+    """Independent evidence for every page a flagged allocation handed out: the page-table
+    dump taken after the allocations (``map after``, read by the harness, not by the
+    cache) maps each held page (``addrs``) with a 4K PTE, and no page is held twice."""
+    addrs = trace.addrs
+    assert len(addrs) == held, f"driver holds {len(addrs)} pages, expected {held}\n{trace}"
+    twice = len(addrs) - len(set(addrs))
+    figures["pages_held_twice"] = twice
+    assert not twice, f"{twice} pages were handed out twice (held twice by the driver)"
+    levels: dict[str, int] = {}
+    wrong = []
+    for address in addrs:
+        level = trace.maps["after"].level_of(address) or "unmapped"
+        levels[level] = levels.get(level, 0) + 1
+        if level != "pte":
+            wrong.append(hex(address))
+    figures["pages_not_pte_mapped"] = len(wrong)
+    assert not wrong, (f"{len(wrong)} of {held} pages handed out as __GFP_PTE_MAPPED are not "
+                       f"in a 4K pte run of the page-table dump (levels: {levels}): {wrong[:5]}")
 
 
 # The cache refills a reserve of 64 pages from a workqueue whenever it falls below that
@@ -64,13 +83,17 @@ def check_reuse(session, figures: dict) -> None:
     a reserve refill still queued from its way down finds the cache full enough, and the
     second ends with 512."""
     first = N + 4 * RESERVE
-    trace = ptm(session, f"drop alloc {first} free all state alloc {N} state")
+    trace = ptm(session, f"drop alloc {first} free all state alloc {N} state addrs map after")
     all_succeeded(trace)
     delta = trace.states[1] - trace.states[0]
     figures.update(reuse_splits=delta[SPLITS], reuse_refills=delta["pte_mapped_refill"],
                    reuse_served=delta["pte_mapped_alloc"])
     assert delta[SPLITS] == 0, f"re-allocating {N} freed pages split the direct map:\n{trace}"
     assert delta["pte_mapped_alloc"] >= N, f"re-allocation not served by the cache:\n{trace}"
+    assert delta["pte_mapped_refill"] == 0, (
+        f"re-allocating {N} freed pages refilled the cache {delta['pte_mapped_refill']} "
+        f"times: freed pages did not come back to it\n{trace}")
+    check_pte_mapped(trace, figures, N)
 
 
 def check_shrinker_count(session, figures: dict) -> None:
@@ -87,12 +110,23 @@ def check_shrinker_count(session, figures: dict) -> None:
         f"{CACHED} {state[CACHED]}\n{trace}")
 
 
+TOP_TABLES = 4  # PGD and PUD pages of one process (not allocated with __GFP_PTE_MAPPED)
+
+
 def check_page_tables(session, figures: dict, nproc: int = 8, mb: int = 1024) -> None:
     """Sparse mappings in many processes take page tables from the cache and give them back."""
-    before = ptm(session, "drop map before state").states[0]
+    tables_before = flagged_pfns(session, KPF_PGTABLE)
+    first = ptm(session, "drop map before state")
+    before = first.states[0]
     result = session.run(f"bg-start pgt pgtables {nproc} {mb}", timeout=300)
     assert result.status == 0, result.output
-    during = ptm(session, "state map during").states[0]
+    tables_during = flagged_pfns(session, KPF_PGTABLE)
+    second = ptm(session, "state map during")  # after the frames were listed: all are in it
+    during = second.states[0]
+    levels_before = first.maps["before"].levels(
+        [first.maps["before"].base + (pfn << 12) for pfn in tables_before])
+    levels_during = second.maps["during"].levels(
+        [second.maps["during"].base + (pfn << 12) for pfn in tables_during])
     result = session.run("bg-stop pgt", timeout=120)
     assert result.status == 0, result.output
     after = ptm(session, "state").states[0]
@@ -104,6 +138,22 @@ def check_page_tables(session, figures: dict, nproc: int = 8, mb: int = 1024) ->
                    splits=splits, pages_returned_on_exit=returned)
     table = Trace("page tables", [before, during, after])
     assert served >= tables, f"only {served} of >= {tables} page tables came from the cache\n{table}"
+    # Independent of the cache's counters: the kernel's PG_table flag (/proc/kpageflags)
+    # and the page-table dump. The workload's PTE pages are all 4K-mapped. Its PGD and PUD
+    # pages are not the series' business (it flags PTE and PMD pages only): at most
+    # TOP_TABLES per process of the workload may appear outside 4K runs (measured: 24 for
+    # its 9 processes).
+    not_pte = lambda levels: sum(n for level, n in levels.items() if level != "pte")  # noqa: E731
+    figures.update(page_tables_by_level_before=levels_before,
+                   page_tables_by_level_during=levels_during)
+    assert levels_during.get("pte", 0) - levels_before.get("pte", 0) >= tables, (
+        f"PG_table pages in 4K pte runs: {levels_before} before, {levels_during} with "
+        f"{tables} page tables of the workload\n{table}")
+    top_bound = TOP_TABLES * (nproc + 1)
+    assert not_pte(levels_during) - not_pte(levels_before) <= top_bound, (
+        f"page tables outside 4K pte runs rose by more than {top_bound} (the PGD and PUD "
+        f"pages of {nproc + 1} processes): {levels_before} before, {levels_during} "
+        f"during\n{table}")
     assert splits <= grouping_bound(served), (
         f"{served} page-table pages caused {splits} splits (bound {grouping_bound(served)})\n{table}")
     assert returned >= tables, f"only {returned} of >= {tables} pages returned on exit\n{table}"
@@ -122,7 +172,7 @@ def check_baseline(boot, figures):
 def check_fallback(session, figures):
     """With order-9 allocations failing, flagged ones still succeed through order-0
     fallbacks, and the fallback regions' free neighbours serve the rest without splits."""
-    trace = ptm(session, f"drop map before fail9 on state alloc {N} state fail9 off map after")
+    trace = ptm(session, f"drop map before fail9 on state alloc {N} state fail9 off addrs map after")
     all_succeeded(trace)
     before, after = trace.states
     delta = after - before
@@ -136,12 +186,13 @@ def check_fallback(session, figures):
         f"fallbacks need >= {from_neighbours} neighbours, got {delta['pte_mapped_neighbour']}\n{trace}")
     assert delta[SPLITS] <= delta["pte_mapped_fallback"], (
         f"pages served from neighbours split the direct map\n{trace}")
+    check_pte_mapped(trace, figures, N)  # fallback pages and their neighbours alike
 
 
 def check_atomic_served(session, figures):
     """A burst of atomic requests on a filled cache: served from it, no refill, no split."""
     burst = 1000
-    trace = ptm(session, f"alloc {N} free all state alloc_atomic {burst} state")
+    trace = ptm(session, f"alloc {N} free all state alloc_atomic {burst} state addrs map after")
     all_succeeded(trace)
     delta = trace.states[1] - trace.states[0]
     figures.update(atomic_served=delta["pte_mapped_atomic_alloc"], refills=delta["pte_mapped_refill"],
@@ -149,3 +200,22 @@ def check_atomic_served(session, figures):
     assert delta["pte_mapped_atomic_alloc"] == burst, str(trace)
     assert delta["pte_mapped_refill"] == 0 and delta["pte_mapped_fallback"] == 0, str(trace)
     assert delta[SPLITS] == 0, str(trace)
+    check_pte_mapped(trace, figures, burst)
+
+
+def check_reserve(session, figures):
+    """The cache keeps RESERVE pages for requests that cannot refill it: emptied, then asked
+    for one atomic page (which fails, and must start the top-up), it refills its reserve by
+    itself, so that RESERVE atomic requests 2 s later all succeed (the driver's count) with
+    PTE-mapped pages (the dump). All in one ptm process: a new process would take page
+    tables from the cache, and so refill it, whatever the reserve does."""
+    trace = ptm(session, f"drop alloc_atomic 1 state pause 2 state alloc_atomic {RESERVE} "
+                         "state addrs map after")
+    burst = trace.results[1]
+    figures.update(cached_after_drop=trace.states[0][CACHED],
+                   cached_after_wait=trace.states[1][CACHED],
+                   reserve_burst_succeeded=burst.succeeded)
+    assert burst.succeeded == RESERVE, (
+        f"only {burst.succeeded} of {RESERVE} atomic requests succeeded 2 s after an atomic "
+        f"request found the cache empty: the reserve was not topped up\n{trace}")
+    check_pte_mapped(trace, figures, sum(r.succeeded for r in trace.results))

@@ -91,6 +91,25 @@ class DirectMap:
                 merged.append([start, end, run.level])
         return merged
 
+    @property
+    def base(self) -> int:
+        """Where the direct map starts (PAGE_OFFSET): the address of page frame 0."""
+        return self.runs[0].start
+
+    def levels(self, addresses: list[int]) -> dict[str, int]:
+        """How many of ``addresses`` are mapped at each level ("unmapped" for none), in
+        one pass over the sorted addresses and the runs."""
+        counts: dict[str, int] = {}
+        runs = iter(self.runs)
+        run = next(runs, None)
+        for address in sorted(addresses):
+            while run is not None and run.end <= address:
+                run = next(runs, None)
+            level = (run.level if run is not None and run.start <= address and run.present
+                     else "unmapped")
+            counts[level] = counts.get(level, 0) + 1
+        return counts
+
     def level_of(self, address: int) -> str | None:
         """The level mapping ``address``, or None when it is not mapped."""
         for run in self.runs:

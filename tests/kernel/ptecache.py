@@ -104,3 +104,20 @@ def ptm(session, steps: str, timeout: float = 300.0) -> Trace:
 def grouping_bound(pages: int) -> int:
     """Most level-2 splits a cache may cause for ``pages`` allocations: one per 2M block + 1."""
     return math.ceil(pages / PAGES_PER_PMD) + 1
+
+
+KPF_PGTABLE = 26  # include/uapi/linux/kernel-page-flags.h
+
+
+def flagged_pfns(session, bit: int) -> list[int]:
+    """The page frames whose /proc/kpageflags has ``bit`` set, read in the guest by
+    guest-src/kpf.c: the kernel's own page flags, which the cache does not control."""
+    result = session.run(f"kpf {bit}", timeout=120)
+    if result.status != 0:
+        raise PtmError(f"kpf {bit} exited {result.status}:\n{result.output}")
+    pfns: list[int] = []
+    for line in result.output.splitlines():
+        if line.startswith("pfns "):
+            _, start, end = line.split()
+            pfns.extend(range(int(start), int(end)))
+    return pfns

@@ -4,7 +4,7 @@ import pytest
 
 from tests.kernel.ptecache import ptm
 
-from .checks import N, check_atomic_served
+from .checks import N, check_atomic_served, check_pte_mapped, check_reserve
 
 pytestmark = pytest.mark.kernel
 
@@ -14,7 +14,7 @@ def test_atomic_served_from_cache(guest, figures):
 
 
 def test_atomic_on_empty_cache_fails_cleanly(guest, figures):
-    trace = ptm(guest, f"drop state alloc_atomic {N} state")
+    trace = ptm(guest, f"drop state alloc_atomic {N} state addrs map after")
     result = trace.results[0]
     delta = trace.states[1] - trace.states[0]
     figures.update(requested=result.requested, succeeded=result.succeeded, failed=result.failed,
@@ -22,3 +22,8 @@ def test_atomic_on_empty_cache_fails_cleanly(guest, figures):
     assert result.failed > 0, f"an empty cache served every atomic request\n{trace}"
     assert delta["pte_mapped_atomic_fail"] == result.failed, str(trace)
     assert delta["pte_mapped_atomic_alloc"] == result.succeeded, str(trace)
+    check_pte_mapped(trace, figures, result.succeeded)
+
+
+def test_reserve_topped_up_after_drain(guest, figures):
+    check_reserve(guest, figures)

@@ -6,16 +6,17 @@ They show the checks can fail: a check that passes here is not measuring the cac
 import pytest
 
 from .checks import (check_atomic_served, check_fallback, check_grouping, check_page_tables,
-                     check_reuse, check_shrinker_count)
+                     check_reserve, check_reuse, check_shrinker_count)
 
 pytestmark = [pytest.mark.kernel, pytest.mark.negative]
 OFF = "pte_mapped_cache=off"
 
 
 @pytest.mark.parametrize("check", [check_grouping, check_reuse, check_shrinker_count,
-                                   check_fallback, check_atomic_served, check_page_tables],
+                                   check_fallback, check_atomic_served, check_page_tables,
+                                   check_reserve],
                          ids=["grouping", "reuse", "shrinker_count", "fallback", "atomic",
-                              "page_tables"])
+                              "page_tables", "reserve"])
 def test_check_fails_without_cache(boot, figures, check):
     with pytest.raises(AssertionError) as info:
         check(boot(OFF), figures)

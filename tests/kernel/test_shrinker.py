@@ -81,3 +81,13 @@ def test_shrinker_under_memory_pressure(guest, figures):
     assert (during - before)["pte_mapped_shrink"] >= shortfall_mb * 256, (
         f"the shrinker gave back too little\n{table}")
     assert during[CACHED] < before[CACHED] // 2, f"the cache was not drained\n{table}"
+    # The other side: reclaim takes about the shortfall from the cache, not all of it (a
+    # shrinker whose freed pages reclaim does not see is scanned until the cache is gone).
+    # Measured on the series, 5 runs: it kept 4,117-8,852 of the 10,219 pages the shortfall
+    # left; with the reclaimed pages unaccounted (tests/mutants), 452-457.
+    spare = before[CACHED] - shortfall_mb * 256
+    figures.update(spare_pages=spare)
+    assert during[CACHED] >= spare // 4, (
+        f"for a shortfall of {shortfall_mb * 256} pages the cache gave back "
+        f"{(during - before)['pte_mapped_shrink']} and kept {during[CACHED]} of the {spare} "
+        f"it could have kept (at least a quarter expected): reclaim drained it\n{table}")
