@@ -176,13 +176,15 @@ def transport_rows(prepared: pipeline.Prepared, options: Options, rounds: int,
     ]
 
 
-SHAPES: tuple[tuple[str, dict[str, Any]], ...] = (("1 CPU", {}), ("2 CPUs", {"cpus": 2}), ("2 CPUs, 2 NUMA nodes", {"cpus": 2, "numa": 2}),
-          ("hotplug slots (1G)", {"hotplug": "1G"}))
+SHAPES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("1 CPU", {}), ("2 CPUs", {"cpus": 2}),
+    # the machine of tests/integration/test_topology.py: one kernel for NUMA and hotplug
+    ("2 CPUs, 2 NUMA nodes, 1G hotplug slots", {"cpus": 2, "numa": 2, "hotplug": "1G"}))
 
 
 def shape_rows(options: Options, rounds: int, accel: str) -> list[tuple[str, float, str]]:
-    """Bare QEMU boot and harness boot to first command for each machine shape (NUMA and
-    hotplug shapes use their own kernels, built here when the cache lacks them)."""
+    """Bare QEMU boot and harness boot to first command for each machine shape (the NUMA
+    and hotplug shape uses its own kernel, built here when the cache lacks it)."""
     rows = []
     for name, values in SHAPES:
         shaped = replace(options, **values)

@@ -205,7 +205,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ssh", action="store_true",
                    help="skip boot-to-first-command over ssh (its kernel is another build)")
     p.add_argument("--no-shapes", action="store_true",
-                   help="skip the boots of 2 CPUs, NUMA and hotplug guests (two more kernels)")
+                   help="skip the boots of 2 CPUs and of a NUMA and hotplug guest (another kernel)")
     p.set_defaults(func=cmd_bench)
     for choice in sub.choices.values():
         add_verbosity(choice, argparse.SUPPRESS)  # after the subcommand too; not reset there
