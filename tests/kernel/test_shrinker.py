@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.kernel.ptecache import CACHED, SPLITS, Trace, ptm
+from tests.kernel.ptecache import CACHED, PAGES_PER_PMD, SPLITS, Trace, ptm
 
 from .checks import N, check_shrinker_count
 
@@ -29,17 +29,26 @@ def test_shrinker_scan(guest, figures):
     freed = min(m, s0["shrinker_count"])
     assert (s1 - s0)["pte_mapped_shrink"] == freed, str(trace)
     # The count drops by what the scan freed plus what the cache handed out meanwhile (a
-    # page table for some kernel activity: seen once in CI, 1001 for 1000 freed), less a few
-    # pages freed back into it.
+    # page table for some kernel activity: seen once in CI, 1001 for 1000 freed), less what
+    # came back into it meanwhile: those pages again, or a few freed earlier (page tables
+    # freed after an RCU grace period). Seen over ssh in CI: 9 handed out and 9 back.
     drop, handed_out = s0["shrinker_count"] - s1["shrinker_count"], (s1 - s0)["pte_mapped_alloc"]
-    figures.update(handed_out_meanwhile=handed_out)
-    assert freed - MEMFREE_NOISE_PAGES <= drop - handed_out <= freed, (
+    figures.update(handed_out_meanwhile=handed_out, count_drop=drop)
+    assert freed - MEMFREE_NOISE_PAGES <= drop <= freed + handed_out, (
         f"count dropped by {drop} with {freed} freed and {handed_out} handed out\n{trace}")
-    assert s2["shrinker_count"] == 0 and s2[CACHED] == 0, str(trace)
-    assert (s2 - s1)["pte_mapped_shrink"] == s1["shrinker_count"], str(trace)
-    # MemFree is in kB: 4 per page.
-    noise = [(s1["MemFree"] - s0["MemFree"]) // 4 - freed,
-             (s2["MemFree"] - s1["MemFree"]) // 4 - s1["shrinker_count"]]
+    # Empty, unless an allocation meanwhile found it empty and refilled it (seen over ssh:
+    # 9 pages handed out after the big scan, one refill, 514 cached).
+    refilled = PAGES_PER_PMD * (s2 - s1)["pte_mapped_refill"]
+    assert s2["shrinker_count"] <= refilled and s2[CACHED] <= refilled, str(trace)
+    # The big scan frees what the cache held then: the count read just before and just after
+    # the counters bound it (a page may come or go in between: seen over ssh, 3565/3566).
+    counts1 = s1["shrinker_count"], s1["shrinker_count_after"]
+    assert min(counts1) - MEMFREE_NOISE_PAGES <= (s2 - s1)["pte_mapped_shrink"] \
+        <= max(counts1) + MEMFREE_NOISE_PAGES, str(trace)
+    # MemFree is in kB: 4 per page. A refill meanwhile took a 2M block (512 pages).
+    refilled0 = PAGES_PER_PMD * (s1 - s0)["pte_mapped_refill"]
+    noise = [(s1["MemFree"] - s0["MemFree"]) // 4 - freed + refilled0,
+             (s2["MemFree"] - s1["MemFree"]) // 4 - (s2 - s1)["pte_mapped_shrink"] + refilled]
     figures.update(memfree_noise_pages=max(noise, key=abs))
     assert all(abs(n) <= MEMFREE_NOISE_PAGES for n in noise), (
         f"MemFree does not rise by the pages freed (off by {noise} pages)\n{trace}")
@@ -53,7 +62,11 @@ def test_shrinker_drop_caches_empties(guest, figures):
                    given_back=(after - before)["pte_mapped_shrink"])
     assert before[CACHED] >= N * 2, str(trace)
     assert after[CACHED] == 0 and after["shrinker_count"] == 0, str(trace)
-    assert (after - before)["pte_mapped_shrink"] >= before[CACHED], str(trace)
+    # Everything the cache held is given back, within the pages that came or went between
+    # the readings of one state (seen over ssh: 4,568 given back, the count read 4,559 and
+    # 4,568 around a cache counter of 4,572).
+    held = min(before["shrinker_count"], before["shrinker_count_after"], before[CACHED])
+    assert (after - before)["pte_mapped_shrink"] >= held - MEMFREE_NOISE_PAGES, str(trace)
     assert after[SPLITS] == before[SPLITS], f"splits rose while shrinking\n{trace}"
 
 
