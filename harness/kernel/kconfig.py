@@ -70,7 +70,9 @@ def missing_options(config: dict[str, str], fragments: list[Fragment]) -> list[M
 
 
 def kconfig_dependencies(tree: Path, option: str, config: dict[str, str]) -> str:
-    """'defined in FILE; depends on EXPR (SYM=value ...)' read from the tree's Kconfig files."""
+    """'defined in FILE; depends on EXPR [SYM=value ...]' read from the tree's Kconfig files;
+    the conditions of enclosing ``if`` blocks (nested, each up to its ``endif``) count as
+    dependencies, as they do for Kconfig, and are named with their line."""
     symbol = option.removeprefix("CONFIG_")
     start = re.compile(rf"^\s*(?:menu)?config\s+{re.escape(symbol)}\s*$")
     for kconfig in sorted(tree.rglob("Kconfig*")):
@@ -87,14 +89,45 @@ def kconfig_dependencies(tree: Path, option: str, config: dict[str, str]) -> str
                     break
                 if match := re.match(r"^\s*depends on\s+(.+)$", body):
                     depends.append(match.group(1).strip())
-            where = f"defined in {kconfig.relative_to(tree)}"
-            if not depends:
-                return where + "; no 'depends on' (check enclosing 'if'/'menu' blocks and choices)"
-            expr = " && ".join(f"({d})" if len(depends) > 1 else d for d in depends)
+            relative = kconfig.relative_to(tree)
+            where = f"defined in {relative}"
+            blocks = enclosing_ifs(lines, index)
+            conditions = [condition for _, condition in blocks] + depends
+            if not conditions:
+                return where + "; no 'depends on' and no enclosing 'if' (check enclosing " \
+                               "'menu' blocks, choices and the files that source this one)"
+            expr = " && ".join(f"({c})" if len(conditions) > 1 else c for c in conditions)
             symbols = sorted(set(re.findall(r"\b[A-Z][A-Z0-9_]+\b", expr)))
             values = " ".join(f"{s}={config.get('CONFIG_' + s, 'n')}" for s in symbols)
-            return f"{where}; depends on {expr} [{values}]"
+            inside = "".join(f"; inside 'if {condition}' ({relative}:{number})"
+                             for number, condition in blocks)
+            return f"{where}; depends on {expr} [{values}]{inside}"
     return f"no Kconfig in this tree defines {symbol}"
+
+
+def enclosing_ifs(lines: list[str], index: int) -> list[tuple[int, str]]:
+    """The ``if`` blocks open at line ``index`` (outermost first), as (line number, condition);
+    an ``endif`` closes the innermost."""
+    opened: list[tuple[int, str]] = []
+    help_indent: int | None = None  # help text: lines indented at least as its first one
+    in_help = False
+    for number, line in enumerate(lines[:index], 1):
+        indent = len(line.expandtabs()) - len(line.expandtabs().lstrip())
+        if in_help:
+            if not line.strip():
+                continue
+            if help_indent is None:
+                help_indent = indent
+            if indent >= help_indent:
+                continue
+            in_help = False
+        if re.match(r"^\s*(---)?help(---)?\s*$", line):
+            in_help, help_indent = True, None
+        elif match := re.match(r"^\s*if\s+(.+?)\s*(?:#.*)?$", line):
+            opened.append((number, match.group(1)))
+        elif re.match(r"^\s*endif\b", line) and opened:
+            opened.pop()
+    return opened
 
 
 def read_config(path: Path) -> dict[str, str]:

@@ -48,3 +48,29 @@ def test_check_names_each_option(tmp_path):
         kconfig.check(tmp_path, config, [fragment], "after olddefconfig")
     assert "CONFIG_FOO=y (from" in str(info.value) and "PCI=n" in str(info.value)
     assert "CONFIG_BAR" not in str(info.value).split("\n", 1)[1]
+
+
+def test_dependencies_include_enclosing_if_blocks(tmp_path):
+    """An option inside 'if A' ... 'if B' depends on A and B (issue 17, 13c): both are named
+    with their lines; a closed block, and 'if' in help text, are not."""
+    (tmp_path / "mm").mkdir()
+    (tmp_path / "mm" / "Kconfig").write_text(
+        "if CLOSED\nconfig EARLY\n\tbool\nendif # CLOSED\n"
+        "if MMU\n"
+        "config HELPER\n\tbool \"helper\"\n\thelp\n\t  if unsure, say N.\n\n\t  more text\n"
+        "if SWAP && !PREEMPT_RT\n"
+        "config FOO\n\tbool \"foo\"\n\tdepends on BAR\n"
+        "endif # SWAP\n"
+        "config AFTER\n\tbool\n"
+        "endif # MMU\n"
+        "config LONE\n\tbool\n")
+    config = {"CONFIG_MMU": "y", "CONFIG_SWAP": "y"}
+    text = kconfig.kconfig_dependencies(tmp_path, "CONFIG_FOO", config)
+    assert "depends on (MMU) && (SWAP && !PREEMPT_RT) && (BAR)" in text
+    assert "[BAR=n MMU=y PREEMPT_RT=n SWAP=y]" in text
+    assert "inside 'if MMU' (mm/Kconfig:5); inside 'if SWAP && !PREEMPT_RT' (mm/Kconfig:12)" in text
+    assert "CLOSED" not in text and "unsure" not in text
+    after = kconfig.kconfig_dependencies(tmp_path, "CONFIG_AFTER", config)
+    assert "depends on MMU [MMU=y]; inside 'if MMU' (mm/Kconfig:5)" in after and "SWAP" not in after
+    assert "no 'depends on' and no enclosing 'if'" in kconfig.kconfig_dependencies(
+        tmp_path, "CONFIG_LONE", config)
