@@ -8,7 +8,7 @@ import os
 import reprlib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import yaml
 
@@ -281,11 +281,16 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return check_mapping(data, f"options file {path}")
 
 
+def written(options: Options, skip: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The options an options file of ``options`` holds: all but those skipped and None."""
+    return tuple(f.name for f in fields(Options)
+                 if getattr(options, f.name) is not None and f.name not in skip)
+
+
 def to_yaml(options: Options, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """The options as an options file holds them (read back by load_yaml)."""
-    return {key(f.name): list(value) if isinstance(value := getattr(options, f.name), tuple)
-            else value for f in fields(Options)
-            if getattr(options, f.name) is not None and f.name not in skip}
+    return {key(name): list(value) if isinstance(value := getattr(options, name), tuple)
+            else value for name in written(options, skip)}
 
 
 def write_yaml(options: Options, path: Path, skip: tuple[str, ...] = ()) -> Path:
@@ -294,11 +299,24 @@ def write_yaml(options: Options, path: Path, skip: tuple[str, ...] = ()) -> Path
     return path
 
 
+def env_names(name: str) -> tuple[str, ...]:
+    """The variables that set option ``name``: PTE_HARNESS_<NAME>, then its old names."""
+    return (env_name(name), *(n for n in specs()[name].old_names if not n.startswith("-")))
+
+
+def without_env(environ: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
+    """``environ`` without the variables of options ``names``: for a child given those
+    options in a file (``--config``), whose environment would otherwise override them
+    (file, then environment, then command line)."""
+    dropped = {variable for name in names for variable in env_names(name)}
+    return {k: v for k, v in environ.items() if k not in dropped}
+
+
 def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     """Option values from PTE_HARNESS_* variables (lists: space-separated; bool: 0 or 1)."""
     values: dict[str, Any] = {}
     for name, spec in specs().items():
-        names = [env_name(name), *(n for n in spec.old_names if not n.startswith("-"))]
+        names = env_names(name)
         text = next((environ[n] for n in names if environ.get(n)), None)
         if text is None:
             continue

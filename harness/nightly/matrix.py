@@ -10,11 +10,13 @@
     compare: {tolerance: 0.2, min_change: 1, figures: {seconds: ignore}}
 
 A cell (and ``defaults``) may set every option of an options file (options.Options: tree,
-series, base, kconfig, default-kconfig, jobs, build-dir, accel, memory, cpus, cpu, append,
-boot-timeout, timeout, transport), besides its name, its tests (a pytest -k expression) and
+series, base, kconfig, default-kconfig, jobs, build-dir, accel, memory, cpus, numa, hotplug,
+cpu, append, boot-timeout, timeout, transport), besides its name, its tests (a pytest -k expression) and
 cell-timeout (seconds for the whole cell, build included; default 3600). The product of the
 axes gives one cell per combination, named by the names joined with "-" (axes with a single
-entry add nothing to the name); explicit cells come after them.
+entry add nothing to the name); explicit cells come after them. A cell's values win over
+PTE_HARNESS_* variables: its ``pte-harness run`` gets an environment without those of the
+options its file sets.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import itertools
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from harness import options as options_module
 from harness.errors import UsageError
@@ -56,6 +58,12 @@ class Cell:
         cell_dir/options.yaml, and its tests (the results directory is the caller's)."""
         path = options_module.write_yaml(self.options, cell_dir / "options.yaml")
         return ["--config", str(path), *(["-k", self.tests] if self.tests else [])]
+
+    def environment(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """The environment of the cell's ``pte-harness run``: ``environ`` without the
+        PTE_HARNESS_* variables of the options its file sets, so that the cell's values win
+        (a child reads its environment after its options file)."""
+        return options_module.without_env(environ, options_module.written(self.options))
 
     def describe(self) -> dict[str, Any]:
         return {**options_module.to_yaml(self.options, skip=("jobs",)), "tests": self.tests}

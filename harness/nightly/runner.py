@@ -72,7 +72,7 @@ def run_cell(cell: matrix.Cell, cell_dir: Path) -> tuple[int | None, bool]:
         log.flush()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, text=True, errors="replace",
-                                   start_new_session=True)
+                                   env=cell.environment(os.environ), start_new_session=True)
         copier = threading.Thread(target=_copy, args=(process, log, cell.name), daemon=True)
         copier.start()
         try:

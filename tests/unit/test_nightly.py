@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -209,3 +210,26 @@ def test_compare_command(tmp_path, capsys):
                      "--tolerance", "1.0"]) == runner.EXIT_PASS
     assert cli.main(["compare", str(tmp_path / "new.json"), str(tmp_path / "nope")]) == 240
     assert "not a nightly summary.json" in capsys.readouterr().err
+
+
+def test_a_cells_own_values_win_over_the_environment(tmp_path, monkeypatch):
+    """PTE_HARNESS_* variables must not change what a cell says (its child reads the
+    environment after its options file); other variables reach the child."""
+    cell = matrix.load(write(tmp_path, "cells: [{name: c, tree: x, transport: ssh, memory: 2G}]\n"
+                             )).cells[0]
+    monkeypatch.setenv("PTE_HARNESS_TRANSPORT", "serial")
+    monkeypatch.setenv("PTE_HARNESS_GUEST_MEM", "1G")  # an old name counts too
+    monkeypatch.setenv("PTE_HARNESS_CACHE", str(tmp_path / "cache"))
+    script = "import json, os, sys; print(json.dumps(dict(os.environ)), flush=True)"
+    monkeypatch.setattr(runner, "cell_command",
+                        lambda cell, cell_dir: [sys.executable, "-c", script, *cell.run_args(cell_dir)])
+    status, timed_out = runner.run_cell(cell, tmp_path / "c")
+    assert (status, timed_out) == (0, False)
+    child_env = json.loads((tmp_path / "c" / "run.log").read_text().splitlines()[1])
+    assert child_env["PTE_HARNESS_CACHE"] == str(tmp_path / "cache")
+    from harness import cli
+    args = cli.parser().parse_args(["run", "--config", str(tmp_path / "c" / "options.yaml")])
+    seen = options.merge(args.config, options.given(args), environ=child_env)
+    assert (seen.transport, seen.memory) == ("ssh", "2G") == (cell.describe()["transport"],
+                                                              cell.describe()["memory"])
+    assert options.merge(args.config, options.given(args), environ=os.environ).memory == "1G"
