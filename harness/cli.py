@@ -13,7 +13,6 @@ from harness.kernel import build
 from harness import doctor, options, pipeline, progress
 from harness.guest import transport, vm
 from harness.guest.session import vm_config
-from harness.guest.transport import BootPlan
 from harness.progress import say
 from harness.errors import EXIT_STATUSES, HarnessError, UsageError
 from harness.options import Options
@@ -77,7 +76,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
     boot = pipeline.boot_options(options)
     verdict = vm.choose_accel(boot.accel, prepared.build.image, prepared.initrd)
     config = vm_config(prepared.build.image, prepared.initrd, run_dir, boot, verdict.accel,
-                       BootPlan("interactive"))
+                       vm.BARE)  # the machine; the transport's shell wires it
     return transport.by_name(options.transport).shell(
         config, lambda: pipeline.boot(prepared, options, run_dir), prepared.host_key,
         args.print_qemu)

@@ -14,7 +14,7 @@ from harness.guest.hotplug import Hotplug
 from harness.guest.qmp import Qmp
 from harness.guest.serial import CommandResult, GuestGone
 from harness.guest.sshkeys import HostKey
-from harness.guest.transport import BootPlan, Channel, by_name
+from harness.guest.transport import Channel, by_name
 from harness.progress import say
 
 
@@ -23,24 +23,26 @@ _announced: set[vm.AccelVerdict] = set()
 
 @dataclass(frozen=True)
 class BootOptions:
-    accel: str = "auto"
-    memory: str = "1G"
-    cpus: int = 1
-    numa: int = 0
-    hotplug: str = ""
-    cpu: str = "max"
-    append: str = ""
-    boot_timeout: float = 60.0
-    transport: str = "serial"
-    timeout: float = 600.0  # a guest command's, unless the caller gives its own
+    """The guest's part of options.Options (pipeline.boot_options), whose defaults these are:
+    none here."""
+
+    accel: str
+    memory: str
+    cpus: int
+    numa: int
+    hotplug: str
+    cpu: str
+    append: str
+    boot_timeout: float
+    transport: str
+    timeout: float  # a guest command's, unless the caller gives its own
 
 
 def vm_config(kernel: Path, initrd: Path, run_dir: Path, options: BootOptions, accel: str,
-              plan: BootPlan) -> vm.VmConfig:
+              wiring: vm.Wiring) -> vm.VmConfig:
     return vm.VmConfig(kernel, initrd, run_dir, accel=accel, memory=options.memory,
                        cpus=options.cpus, cpu=options.cpu, append=options.append,
-                       numa=options.numa, hotplug=options.hotplug,
-                       mode=plan.mode, ssh_authkey=plan.authkey)
+                       numa=options.numa, hotplug=options.hotplug, wiring=wiring)
 
 
 class Session:
@@ -60,9 +62,10 @@ class Session:
             _announced.add(self.verdict)
             say(f"accelerator: {self.verdict.accel} ({self.verdict.reason})")
         self.plan = transport.plan()
-        self.config = vm_config(kernel, initrd, run_dir, options, self.verdict.accel, self.plan)
+        self.config = vm_config(kernel, initrd, run_dir, options, self.verdict.accel,
+                                self.plan.wiring)
         self.qemu = vm.start(self.config)
-        self.config = self.qemu.config  # with the forward port chosen
+        self.config = self.qemu.config  # with its wiring's resources chosen (ssh: the port)
         self._control_log = (run_dir / "control.log").open("w")
         self.guest: Channel | None = None
         self._qmp: Qmp | None = None

@@ -8,6 +8,7 @@ name what to do; ``by_name`` is the one place a name becomes a transport.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, replace
@@ -37,20 +38,90 @@ class Channel(Protocol):
 
 
 @dataclass(frozen=True)
+class ControlSocket:
+    """Serial: the guest's shell on ttyS1, a unix socket QEMU waits on until we connect."""
+
+    def qemu_args(self, config: vm.VmConfig) -> list[str]:
+        return ["-chardev", f"socket,id=ctl,path={config.control_socket},server=on,wait=on",
+                "-serial", "chardev:ctl"]
+
+    def kernel_args(self) -> str:
+        return ""
+
+    def bind(self) -> vm.Wiring:
+        return self
+
+    def ready(self, config: vm.VmConfig, process: subprocess.Popen) -> vm.Qemu | None:
+        if not config.control_socket.exists():
+            return None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(config.control_socket))
+        except OSError:
+            sock.close()
+            return None
+        return vm.Qemu(config, process, sock)
+
+    def awaited(self, config: vm.VmConfig) -> str:
+        return "open its control socket"
+
+
+@dataclass(frozen=True)
+class Stdio(vm.Bare):
+    """Serial's interactive shell: the guest's shell on ttyS1, on QEMU's stdio."""
+
+    def qemu_args(self, config: vm.VmConfig) -> list[str]:
+        return ["-serial", "stdio"]
+
+    def kernel_args(self) -> str:
+        return "pte_harness.interactive"
+
+
+@dataclass(frozen=True)
+class PortForward:
+    """Ssh: no shell on a serial port; the guest's sshd (given the client's key on the
+    kernel command line) behind a host port forward on 127.0.0.1 only."""
+
+    authkey: str  # base64 of the client's ed25519 public key
+    port: int = 0  # the host port forwarded to the guest's port 22; 0: a free one at start
+
+    def qemu_args(self, config: vm.VmConfig) -> list[str]:
+        return ["-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:{vm.LOOPBACK}:{self.port}-:22",
+                "-device", "virtio-net-pci,netdev=n0,romfile="]
+
+    def kernel_args(self) -> str:
+        return f"pte_harness.ssh pte_harness.authkey={self.authkey}"
+
+    def bind(self) -> vm.Wiring:
+        return self if self.port else replace(self, port=vm.free_port())
+
+    def ready(self, config: vm.VmConfig, process: subprocess.Popen) -> vm.Qemu | None:
+        if (vm.LOOPBACK, self.port) in vm.listening(process.pid):
+            return vm.Qemu(config, process, None)
+        return None
+
+    def awaited(self, config: vm.VmConfig) -> str:
+        return f"listen on {vm.LOOPBACK}:{self.port}"
+
+
+def forwarded_port(config: vm.VmConfig) -> int:
+    """The host port of an ssh guest's forward."""
+    assert isinstance(config.wiring, PortForward), config.wiring
+    return config.wiring.port
+
+
+@dataclass(frozen=True)
 class BootPlan:
-    """What one boot needs from its transport: QEMU's mode and the kernel's authorized key."""
+    """What one boot needs from its transport: how QEMU is wired, and the client key."""
 
-    mode: str  # vm.VmConfig mode
+    wiring: vm.Wiring
     client_key: ClientKey | None = None
-
-    @property
-    def authkey(self) -> str:
-        return self.client_key.public_blob if self.client_key else ""
 
 
 class Transport(Protocol):
     name: str
     fragments: tuple[str, ...]  # kconfigs/ fragments the kernel needs, merged last
+    boot_ratio_target: float | None  # bench: harness boot to first command / bare QEMU boot
 
     def host_key(self, build_dir: Path) -> HostKey | None:
         """What the image must serve (ssh: the build's host key), kept beside the build."""
@@ -62,19 +133,21 @@ class Transport(Protocol):
 
     def shell(self, boot: vm.VmConfig, start: Callable[[], Any], host_key: HostKey | None,
               print_qemu: bool) -> int:
-        """An interactive shell in a guest booted as ``boot`` says (``start()`` boots a
-        session, for transports that talk to a running guest); its exit status."""
+        """An interactive shell in a guest of ``boot``'s machine (its wiring this transport's
+        to choose; ``start()`` boots a session, for transports that talk to a running
+        guest); its exit status."""
 
 
 class Serial:
     name = "serial"
     fragments: tuple[str, ...] = ()
+    boot_ratio_target: float | None = 1.3
 
     def host_key(self, build_dir: Path) -> HostKey | None:
         return None
 
     def plan(self) -> BootPlan:
-        return BootPlan("control")
+        return BootPlan(ControlSocket())
 
     def connect(self, qemu: vm.Qemu, plan: BootPlan, host_key: HostKey | None, timeout: float,
                 context: Callable[[], str], log: TextIO) -> Channel:
@@ -88,7 +161,7 @@ class Serial:
 
     def shell(self, boot: vm.VmConfig, start: Callable[[], Any], host_key: HostKey | None,
               print_qemu: bool) -> int:
-        config = replace(boot, mode="interactive")
+        config = replace(boot, wiring=Stdio())
         config.run_dir.mkdir(parents=True, exist_ok=True)
         if print_qemu:
             say(f"QEMU command line: {config.shell_command()}")
@@ -100,18 +173,20 @@ class Serial:
 class Ssh:
     name = "ssh"
     fragments: tuple[str, ...] = ("net.config",)
+    boot_ratio_target: float | None = None  # its boot starts a daemon too: no target
 
     def host_key(self, build_dir: Path) -> HostKey | None:
         return sshkeys.host_key(build_dir / "ssh")
 
     def plan(self) -> BootPlan:
-        return BootPlan("ssh", sshkeys.new_client_key())
+        key = sshkeys.new_client_key()
+        return BootPlan(PortForward(key.public_blob), key)
 
     def connect(self, qemu: vm.Qemu, plan: BootPlan, host_key: HostKey | None, timeout: float,
                 context: Callable[[], str], log: TextIO) -> Channel:
         if host_key is None or plan.client_key is None:
             raise UsageError("the ssh transport needs an image built for it (a host key)")
-        return SshGuest.connect(qemu.config.ssh_port, host_key, plan.client_key, timeout,
+        return SshGuest.connect(forwarded_port(qemu.config), host_key, plan.client_key, timeout,
                                 alive=lambda: qemu.exited() is None, context=context, log=log)
 
     def shell(self, boot: vm.VmConfig, start: Callable[[], Any], host_key: HostKey | None,
@@ -125,7 +200,7 @@ class Ssh:
             if print_qemu:
                 say(f"QEMU command line: {session.config.shell_command()}")
             assert host_key is not None and session.plan.client_key is not None
-            port = session.config.ssh_port
+            port = forwarded_port(session.config)
             identity, known = Path(tmp) / "id_ed25519", Path(tmp) / "known_hosts"
             identity.write_text(session.plan.client_key.private_openssh)
             identity.chmod(0o600)

@@ -12,6 +12,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 from harness.cache import read_json, subdir, write_json_atomic
 from harness.errors import BootError, UsageError
@@ -25,23 +26,67 @@ HOTPLUG_SLOTS = 4  # pc-dimm slots of a guest with hotpluggable memory
 SIZE_UNITS = {"": 1, "M": 1, "G": 1024, "T": 1024 * 1024}  # QEMU's -m: a bare number is MiB
 
 
+class Wiring(Protocol):
+    """How a transport joins a boot (transport.py: serial's control socket or stdio, ssh's
+    port forward): its QEMU arguments, its kernel command-line words, and when a started
+    QEMU is ready for it. Nothing here asks which transport it is."""
+
+    def qemu_args(self, config: VmConfig) -> list[str]: ...
+
+    def kernel_args(self) -> str: ...
+
+    def bind(self) -> Wiring:
+        """This wiring with its host resources chosen (ssh: a free port); itself when it has
+        none to choose, or they were given."""
+
+    def ready(self, config: VmConfig, process: subprocess.Popen) -> Qemu | None:
+        """The started QEMU once it is ready for the transport (connected), else None."""
+
+    def awaited(self, config: VmConfig) -> str:
+        """What ``ready`` waits for, as in "QEMU did not ...", for a timeout's message."""
+
+
+@dataclass(frozen=True)
+class Bare:
+    """No transport: the guest's init prints its ready line and idles (the KVM probe,
+    bench's bare boot)."""
+
+    def qemu_args(self, config: VmConfig) -> list[str]:
+        return []
+
+    def kernel_args(self) -> str:
+        return "pte_harness.bare"
+
+    def bind(self) -> Wiring:
+        return self
+
+    def ready(self, config: VmConfig, process: subprocess.Popen) -> Qemu | None:
+        return Qemu(config, process, None)
+
+    def awaited(self, config: VmConfig) -> str:
+        return "start"
+
+
+BARE = Bare()
+
+
 @dataclass(frozen=True)
 class VmConfig:
+    """One QEMU boot. The machine's values have no defaults here: they come from the
+    options (options.Options, through session.BootOptions) or, for the KVM probe, from it."""
+
     kernel: Path
     initrd: Path
     run_dir: Path
-    accel: str = "tcg"
-    memory: str = "1G"
-    cpus: int = 1
-    cpu: str = "max"
-    append: str = ""
+    accel: str
+    memory: str
+    cpus: int
+    cpu: str
+    append: str
+    numa: int  # NUMA nodes sharing memory and CPUs out (0: no -numa at all)
+    hotplug: str  # hotpluggable memory beyond ``memory`` (slots and maxmem), e.g. "1G"
+    wiring: Wiring  # the transport's QEMU arguments, kernel arguments and readiness
     qemu: str = "qemu-system-x86_64"
-    mode: str = "control"  # control: shell on a socket; interactive: on stdio; bare: none;
-    # ssh: no shell on a serial port, sshd behind a host port forward
-    ssh_port: int = 0  # ssh: the host port forwarded to the guest's port 22 (127.0.0.1 only)
-    ssh_authkey: str = ""  # ssh: base64 of the client's ed25519 public key
-    numa: int = 0  # NUMA nodes sharing memory and CPUs out (0: no -numa at all)
-    hotplug: str = ""  # hotpluggable memory beyond ``memory`` (slots and maxmem), e.g. "1G"
 
     @property
     def console_log(self) -> Path:
@@ -78,29 +123,19 @@ class VmConfig:
         return f"{self.cpus},sockets={self.cpus},cores=1,threads=1" if self.numa else str(self.cpus)
 
     def kernel_cmdline(self) -> str:
-        extra = {"control": "", "interactive": " pte_harness.interactive",
-                 "bare": " pte_harness.bare",
-                 "ssh": f" pte_harness.ssh pte_harness.authkey={self.ssh_authkey}"}[self.mode]
-        return f"{BASE_APPEND}{extra} {self.append}".strip()
+        return " ".join(part for part in (BASE_APPEND, self.wiring.kernel_args(),
+                                          self.append.strip()) if part)
 
     def command(self) -> list[str]:
-        """The full QEMU command line: kernel log on ttyS0 (a file), the shell on ttyS1
-        (a unix socket QEMU waits on, or stdio); a bare guest only prints its ready line."""
-        control = {
-            "control": ["-chardev", f"socket,id=ctl,path={self.control_socket},server=on,wait=on",
-                        "-serial", "chardev:ctl"],
-            "interactive": ["-serial", "stdio"],
-            "bare": [],
-            "ssh": ["-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:{LOOPBACK}:{self.ssh_port}-:22",
-                    "-device", "virtio-net-pci,netdev=n0,romfile="],
-        }[self.mode]
+        """The full QEMU command line: kernel log on ttyS0 (a file), then what the
+        transport's wiring adds (serial: the shell on ttyS1; ssh: a port forward)."""
         return [
             self.qemu, "-accel", self.accel, "-cpu", self.cpu, *self.memory_args(),
             "-smp", self.smp(), "-nodefaults", "-display", "none", "-no-reboot",
             "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
             "-kernel", str(self.kernel), "-initrd", str(self.initrd),
             "-append", self.kernel_cmdline(),
-            "-serial", f"file:{self.console_log}", *control,
+            "-serial", f"file:{self.console_log}", *self.wiring.qemu_args(self),
         ]
 
     def shell_command(self) -> str:
@@ -110,11 +145,11 @@ class VmConfig:
 
 @dataclass
 class Qemu:
-    """A running QEMU whose ttyS1 is connected to ``channel``."""
+    """A running QEMU; ``channel`` is the socket its wiring connected (serial's ttyS1)."""
 
     config: VmConfig
     process: subprocess.Popen
-    channel: socket.socket | None  # None for an ssh guest
+    channel: socket.socket | None  # None when the transport connects otherwise (ssh)
     started: float = field(default_factory=time.monotonic)
 
     def stderr_text(self) -> str:
@@ -151,21 +186,21 @@ def mebibytes(size: str, what: str) -> int:
 
 
 def start(config: VmConfig, connect_timeout: float = 10.0) -> Qemu:
-    """Start QEMU and connect to its control socket; QEMU's own errors become BootError.
+    """Start QEMU and wait until it is ready for the transport; QEMU's own errors become
+    BootError.
 
-    An ssh guest gets a free loopback port: one the kernel just handed out, tried again
-    with another when QEMU finds it taken in between (it names the port and exits)."""
+    A wiring that chooses a host resource (ssh: a free loopback port, one the kernel just
+    handed out) chooses again when QEMU finds it taken in between (it names the port and
+    exits); one that was given its resource fails."""
     if shutil.which(config.qemu) is None:
         raise UsageError(f"{config.qemu} not found: install qemu-system-x86")
     config.run_dir.mkdir(parents=True, exist_ok=True)
-    if config.mode != "ssh":
-        return _start(config, connect_timeout)
     for attempt in range(1, PORT_ATTEMPTS + 1):
-        candidate = replace(config, ssh_port=config.ssh_port or free_port())
+        candidate = replace(config, wiring=config.wiring.bind())
         try:
             return _start(candidate, connect_timeout)
         except PortTaken:
-            if config.ssh_port or attempt == PORT_ATTEMPTS:
+            if candidate.wiring == config.wiring or attempt == PORT_ATTEMPTS:
                 raise
     raise AssertionError("unreachable")
 
@@ -233,23 +268,14 @@ def _start(config: VmConfig, connect_timeout: float) -> Qemu:
             error = PortTaken if "host forwarding rule" in text else BootError
             raise error(f"QEMU exited at once (status {process.returncode})",
                         f"{text.strip()}\ncommand: {config.shell_command()}")
-        if config.mode == "ssh":
-            if (LOOPBACK, config.ssh_port) in listening(process.pid):
-                return Qemu(config, process, None)
-        elif config.control_socket.exists():
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(str(config.control_socket))
-                return Qemu(config, process, sock)
-            except OSError:
-                sock.close()
+        qemu = config.wiring.ready(config, process)
+        if qemu is not None:
+            return qemu
         if time.monotonic() > deadline:
             process.kill()
             process.wait()
-            what = (f"listen on {LOOPBACK}:{config.ssh_port}" if config.mode == "ssh"
-                    else "open its control socket")
-            raise BootError(f"QEMU did not {what} within {connect_timeout:.0f}s",
-                            f"command: {config.shell_command()}")
+            raise BootError(f"QEMU did not {config.wiring.awaited(config)} within "
+                            f"{connect_timeout:.0f}s", f"command: {config.shell_command()}")
         time.sleep(0.01)
 
 
@@ -296,8 +322,8 @@ def probe_kvm(kernel: Path, initrd: Path, qemu: str, timeout: float) -> AccelVer
     run_dir = subdir("state") / "kvm-probe"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    config = VmConfig(kernel, initrd, run_dir, accel="kvm", cpu="host", memory="256M",
-                      qemu=qemu, mode="bare")
+    config = VmConfig(kernel, initrd, run_dir, accel="kvm", memory="256M", cpus=1, cpu="host",
+                      append="", numa=0, hotplug="", wiring=BARE, qemu=qemu)
     console = config.console_log
     with (run_dir / "qemu-stderr.log").open("w") as err:
         process = subprocess.Popen(config.command(), stdin=subprocess.DEVNULL, stdout=err, stderr=err)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness import pipeline
-from harness.guest import sshkeys, vm
+from harness.guest import sshkeys, transport, vm
 from harness.errors import GuestTimeout
 from harness.options import Options
 from harness.guest.session import Session
@@ -122,7 +122,7 @@ def non_loopback_address() -> str | None:
 
 def test_forward_listens_on_loopback_only(prepared, tmp_path):
     with boot(prepared, tmp_path / "run") as session:
-        port = session.config.ssh_port
+        port = transport.forwarded_port(session.config)
         cmdline = (tmp_path / "run" / "qemu-cmdline.txt").read_text()
         assert f"hostfwd=tcp:127.0.0.1:{port}-:22" in cmdline
         assert vm.listening(session.qemu.process.pid) == [("127.0.0.1", port)]

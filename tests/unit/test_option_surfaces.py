@@ -143,7 +143,7 @@ def test_build_command_builds_with_kernel_options(name, monkeypatch):  # not cha
     with pytest.raises(Handed):
         cli.main(["build", *argv(name)])
     value, holds = EXAMPLES[name]
-    assert holds(seen["request"], BootOptions(transport="ssh")) or name == "transport"
+    assert holds(seen["request"], pipeline.boot_options(Options())) or name == "transport"
     if name == "transport":
         assert names(seen["request"])[-1] == "net.config"
 

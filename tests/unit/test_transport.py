@@ -26,6 +26,9 @@ def test_a_transport_brings_its_fragments_and_is_named_in_errors(monkeypatch):
 def test_the_two_transports():
     serial, ssh = transport.by_name("serial"), transport.by_name("ssh")
     assert (serial.fragments, ssh.fragments) == ((), ("net.config",))
-    assert serial.plan().mode == "control" and serial.plan().authkey == ""
+    assert serial.plan() == transport.BootPlan(transport.ControlSocket())
     plan = ssh.plan()
-    assert plan.mode == "ssh" and plan.authkey and plan.authkey != ssh.plan().authkey  # per boot
+    assert isinstance(plan.wiring, transport.PortForward) and plan.client_key is not None
+    assert plan.wiring.authkey == plan.client_key.public_blob
+    assert plan.wiring.authkey != ssh.plan().client_key.public_blob  # a key per boot
+    assert (serial.boot_ratio_target, ssh.boot_ratio_target) == (1.3, None)

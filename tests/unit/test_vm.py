@@ -5,12 +5,19 @@ import time
 
 import pytest
 
-from harness.guest import vm
+from harness.guest import transport, vm
 from harness.errors import BootError, UsageError
+
+MACHINE = dict(accel="tcg", memory="1G", cpus=1, cpu="max", append="", numa=0, hotplug="")
 
 
 def config(tmp_path, **kw):
-    return vm.VmConfig(tmp_path / "bzImage", tmp_path / "initrd.cpio", tmp_path / "run", **kw)
+    values = {**MACHINE, "wiring": transport.ControlSocket(), **kw}
+    return vm.VmConfig(tmp_path / "bzImage", tmp_path / "initrd.cpio", tmp_path / "run", **values)
+
+
+def ssh(port=0, authkey="AAAAkey"):
+    return transport.PortForward(authkey, port)
 
 
 def test_command_line(tmp_path):
@@ -57,13 +64,13 @@ def test_bad_sizes_name_the_option(size):
 
 
 def test_interactive_uses_stdio(tmp_path):
-    command = config(tmp_path, mode="interactive").command()
+    command = config(tmp_path, wiring=transport.Stdio()).command()
     assert command[-2:] == ["-serial", "stdio"]
     assert "pte_harness.interactive" in command[command.index("-append") + 1]
 
 
 def test_bare_has_no_control_channel(tmp_path):
-    command = config(tmp_path, mode="bare").command()
+    command = config(tmp_path, wiring=vm.BARE).command()
     assert "-chardev" not in command and command.count("-serial") == 1
     assert "pte_harness.bare" in command[command.index("-append") + 1]
 
@@ -121,7 +128,7 @@ def test_auto_probe_boots_and_caches(cache, tmp_path, monkeypatch, body, accel):
 
 
 def test_ssh_command_line(tmp_path):
-    cfg = config(tmp_path, mode="ssh", ssh_port=40022, ssh_authkey="AAAAkey")
+    cfg = config(tmp_path, wiring=ssh(40022))
     command = cfg.command()
     assert "-chardev" not in command and command.count("-serial") == 1  # kernel log only
     netdev = command[command.index("-netdev") + 1]
@@ -164,9 +171,9 @@ LISTENS = ("import re, socket\n"
 
 def test_ssh_start_waits_for_forward(tmp_path):
     qemu = fake_qemu(tmp_path, "TAKEN = ()\n" + LISTENS)
-    started = vm.start(config(tmp_path, qemu=qemu, mode="ssh"))
+    started = vm.start(config(tmp_path, qemu=qemu, wiring=ssh()))
     try:
-        port = started.config.ssh_port
+        port = transport.forwarded_port(started.config)
         assert port > 0 and started.channel is None
         assert ("127.0.0.1", port) in vm.listening(started.process.pid)
         assert f"127.0.0.1:{port}-:22" in (tmp_path / "run" / "qemu-cmdline.txt").read_text()
@@ -178,9 +185,9 @@ def test_ssh_start_retries_a_taken_port(tmp_path, monkeypatch):
     ports = iter([41001, 41002, 41003])
     monkeypatch.setattr(vm, "free_port", lambda: next(ports))
     qemu = fake_qemu(tmp_path, "TAKEN = (41001, 41002)\n" + LISTENS)
-    started = vm.start(config(tmp_path, qemu=qemu, mode="ssh"))
+    started = vm.start(config(tmp_path, qemu=qemu, wiring=ssh()))
     try:
-        assert started.config.ssh_port == 41003
+        assert transport.forwarded_port(started.config) == 41003
     finally:
         started.stop()
 
@@ -188,7 +195,7 @@ def test_ssh_start_retries_a_taken_port(tmp_path, monkeypatch):
 def test_ssh_fixed_port_taken_is_an_error(tmp_path):
     qemu = fake_qemu(tmp_path, "TAKEN = (41005,)\n" + LISTENS)
     with pytest.raises(BootError, match="QEMU exited at once") as info:
-        vm.start(config(tmp_path, qemu=qemu, mode="ssh", ssh_port=41005))
+        vm.start(config(tmp_path, qemu=qemu, wiring=ssh(41005)))
     assert "host forwarding rule" in str(info.value)
 
 
@@ -197,4 +204,4 @@ def test_missing_qemu_is_a_usage_error_not_a_traceback(cache, tmp_path, monkeypa
     with pytest.raises(UsageError, match="not-a-qemu not found: install qemu-system-x86"):
         vm.choose_accel("auto", tmp_path / "k", tmp_path / "i", qemu="not-a-qemu")
     with pytest.raises(UsageError, match="not found"):
-        vm.start(vm.VmConfig(tmp_path / "k", tmp_path / "i", tmp_path / "run", qemu="not-a-qemu"))
+        vm.start(config(tmp_path, qemu="not-a-qemu"))
