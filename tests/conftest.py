@@ -23,8 +23,12 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def fake_tree(tmp_path: Path) -> Path:
     """A directory that looks like a kernel tree to the harness (no real kernel)."""
     tree = tmp_path / "linux"
-    (tree / "mm").mkdir(parents=True)
+    for directory in ("mm", "arch/x86", "scripts/kconfig"):
+        (tree / directory).mkdir(parents=True)
     (tree / "Makefile").write_text("# SPDX\nVERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 117\nEXTRAVERSION =\n")
+    (tree / "Kconfig").write_text("source \"arch/$(SRCARCH)/Kconfig\"\n")
+    (tree / "arch" / "x86" / "Kconfig").write_text("config X86\n\tdef_bool y\n")
+    (tree / "scripts" / "kconfig" / "Makefile").write_text("# kconfig\n")
     (tree / "mm" / "cache.c").write_text("int a;\nint b;\nint c;\nint d;\n")
     return tree
 

@@ -88,13 +88,26 @@ def is_kernel_tree(path: Path) -> bool:
         bool(re.search(r"^VERSION\s*=", head, re.M))
 
 
-def kernel_version(tree: Path) -> str:
-    """VERSION.PATCHLEVEL.SUBLEVEL read from the tree's top Makefile."""
+KERNEL_FILES = ("Kconfig", "arch/x86/Kconfig")  # besides the Makefile, what a tree must have
+KERNEL_DIRS = ("scripts/kconfig",)
+
+
+def kernel_version(tree: Path, what: str = "") -> str:
+    """VERSION.PATCHLEVEL.SUBLEVEL read from the tree's top Makefile; a tree without the
+    Kconfig files and scripts/kconfig a build needs is a TreeError naming what is missing
+    (``what``: where the tree came from, for the message)."""
+    name = f"{tree}{f' (from {what})' if what else ''}"
     try:
         head = (tree / "Makefile").read_text(errors="replace")[:2000]
     except OSError as exc:
-        raise TreeError(f"{tree} is not a kernel tree: no top-level Makefile") from exc
-    return makefile_version(head, f"{tree}/Makefile")
+        raise TreeError(f"{name} is not a kernel tree: no top-level Makefile") from exc
+    version = makefile_version(head, f"{name}/Makefile")
+    missing = [f for f in KERNEL_FILES if not (tree / f).is_file()] + \
+        [f"{d}/" for d in KERNEL_DIRS if not (tree / d).is_dir()]
+    if missing:
+        raise TreeError(f"{name} is not a kernel tree for x86: it has a Makefile of Linux "
+                        f"{version} but no {', '.join(missing)}")
+    return version
 
 
 def makefile_version(head: str, where: str) -> str:
@@ -251,8 +264,8 @@ def _from_tarball(tarball: Path, spec: TreeSpec) -> KernelTree:
     dest = subdir("trees") / digest
     if not (dest / ".harness-complete").is_file():
         extract(tarball, dest)
-    root = _tree_root(dest)
-    return KernelTree(root, "tarball:" + digest, kernel_version(root), spec)
+    root = _tree_root(dest, tarball)
+    return KernelTree(root, "tarball:" + digest, kernel_version(root, str(tarball)), spec)
 
 
 def extract(tarball: Path, dest: Path) -> None:
@@ -280,13 +293,14 @@ def extract(tarball: Path, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def _tree_root(dest: Path) -> Path:
+def _tree_root(dest: Path, tarball: Path) -> Path:
     if (dest / "Makefile").is_file():
         return dest
     subdirs = [p for p in dest.iterdir() if p.is_dir()]
     if len(subdirs) == 1 and (subdirs[0] / "Makefile").is_file():
         return subdirs[0]
-    raise TreeError(f"no kernel tree found inside {dest}: expected one top directory with a Makefile")
+    raise TreeError(f"no kernel tree found in {tarball} (extracted in {dest}): expected one "
+                    "top directory with a Makefile")
 
 
 def _git(repo: Path | str, *args: str) -> str:
@@ -321,4 +335,4 @@ def _from_git(spec: TreeSpec) -> KernelTree:
         _git(repo, "worktree", "prune")
         say(f"creating worktree {worktree} for {repo}@{spec.ref}")
         _git(repo, "worktree", "add", "--quiet", "--detach", "--force", str(worktree), commit)
-    return KernelTree(worktree, "git:" + commit, kernel_version(worktree), spec)
+    return KernelTree(worktree, "git:" + commit, kernel_version(worktree, str(spec)), spec)

@@ -61,3 +61,11 @@ def test_bisect_passes_its_options_to_every_step(monkeypatch, tmp_path):
 def test_debian_tree_that_is_not_installed_is_a_tree_error(cache, capsys):
     status, err = run(capsys, "build", "--tree", "debian:9.9")
     assert status == 241 and "linux-source-9.9.tar.xz not found" in err
+
+
+def test_tarball_that_is_not_a_kernel_is_a_tree_error(cache, capsys, tmp_path):
+    from tests.unit.test_source import MAKEFILE, make_tarball
+    tarball = make_tarball(tmp_path / "not-linux.tar.gz", {"p/Makefile": MAKEFILE})
+    status, err = run(capsys, "build", "--tree", str(tarball))
+    assert status == 241 and "tree error" in err
+    assert "no Kconfig, arch/x86/Kconfig, scripts/kconfig/" in err

@@ -71,11 +71,36 @@ def make_tarball(path: Path, members: dict[str, bytes], symlinks: dict[str, str]
 MAKEFILE = b"VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 1\n"
 
 
+def kernel_members(top: str) -> dict[str, bytes]:
+    """The least a tarball needs to be taken for a kernel tree."""
+    return {f"{top}/Makefile": MAKEFILE, f"{top}/Kconfig": b"", f"{top}/arch/x86/Kconfig": b"",
+            f"{top}/scripts/kconfig/Makefile": b""}
+
+
 def test_tarball_extracted_and_reused(cache, tmp_path):
-    tarball = make_tarball(tmp_path / "linux.tar.gz", {"linux-6.12/Makefile": MAKEFILE})
+    tarball = make_tarball(tmp_path / "linux.tar.gz", kernel_members("linux-6.12"))
     tree = source.resolve(source.parse_spec(str(tarball)))
     assert tree.path.name == "linux-6.12" and tree.version == "6.12.1"
     assert source.resolve(source.parse_spec(str(tarball))).path == tree.path
+
+
+def test_tarball_that_is_not_a_kernel_is_a_tree_error(cache, tmp_path):
+    """A Makefile with VERSION and PATCHLEVEL is not enough (issue 17, 13e: it was taken for
+    a kernel and failed later as a config error, 243): what is missing is named."""
+    tarball = make_tarball(tmp_path / "other.tar.gz", {"proj/Makefile": MAKEFILE,
+                                                        "proj/Kconfig": b""})
+    with pytest.raises(TreeError, match=r"other.tar.gz\) is not a kernel tree for x86: it has a "
+                                        r"Makefile of Linux 6.12.1 but no arch/x86/Kconfig, "
+                                        r"scripts/kconfig/$"):
+        source.resolve(source.parse_spec(str(tarball)))
+    with pytest.raises(TreeError, match=r"no kernel tree found in .*empty.tar.gz"):
+        source.resolve(source.parse_spec(str(make_tarball(tmp_path / "empty.tar.gz", {"a": b""}))))
+
+
+def test_directory_that_is_not_a_kernel_is_a_tree_error(fake_tree):
+    (fake_tree / "arch" / "x86" / "Kconfig").unlink()
+    with pytest.raises(TreeError, match="but no arch/x86/Kconfig$"):
+        source.resolve(source.parse_spec(str(fake_tree)))
 
 
 @pytest.mark.parametrize("members, symlinks", [
@@ -113,7 +138,7 @@ def http_dir(tmp_path):
 
 def test_url_download_verified(cache, http_dir):
     root, base = http_dir
-    tarball = make_tarball(root / "linux.tar.gz", {"linux/Makefile": MAKEFILE})
+    tarball = make_tarball(root / "linux.tar.gz", kernel_members("linux"))
     digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
     tree = source.resolve(source.parse_spec(f"{base}/linux.tar.gz#sha256={digest}"))
     assert tree.version == "6.12.1" and tree.identity == "tarball:" + digest
