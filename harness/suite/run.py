@@ -94,14 +94,11 @@ def main(options: Options, results: Path | None, keyword: str | None,
     try:
         results, args = _prepare_results(options, results, keyword, exitfirst)
     except OSError as exc:  # the harness's own problem: never blame the kernel for it
-        problem = UsageError(f"results directory {results or 'results/'} cannot be written: "
-                             f"{exc.strerror or exc}")
-        if bisect_exit:
-            print(f"pte-harness: usage error: {problem}\nbisect verdict: {BISECT_ABORT} (abort)",
-                  file=sys.stderr)
-            return BISECT_ABORT
-        raise problem from exc
-    status = int(pytest.main(args, plugins=[HandOff(options)]))
+        return _unwritable(f"results directory {results or 'results/'}", exc, bisect_exit)
+    try:  # pytest lets an error writing junit.xml or summary.json (a full disk) escape
+        status = int(pytest.main(args, plugins=[HandOff(options)]))
+    except OSError as exc:
+        return _unwritable(f"results {exc.filename or results}", exc, bisect_exit)
     summary = Summary.read(results) or Summary()
     print("\n" + format_summary(summary))
     print(f"results: {results} (junit.xml, summary.json, kernel.config, per-test console logs)")
@@ -111,3 +108,14 @@ def main(options: Options, results: Path | None, keyword: str | None,
         print(f"bisect verdict: {verdict} (0 good, 1 bad, 125 skip, 200 abort)")
         return verdict
     return INTERRUPTED if status == pytest.ExitCode.INTERRUPTED else status
+
+
+def _unwritable(what: str, exc: OSError, bisect_exit: bool) -> int:
+    """Results that cannot be written are the harness's failure, never the kernel's: abort
+    (200) under --bisect-exit, else a usage error naming the path."""
+    problem = UsageError(f"{what} cannot be written: {exc.strerror or exc}")
+    if bisect_exit:
+        print(f"pte-harness: usage error: {problem}\nbisect verdict: {BISECT_ABORT} (abort)",
+              file=sys.stderr)
+        return BISECT_ABORT
+    raise problem from exc

@@ -271,3 +271,21 @@ def test_a_boot_that_cannot_start_qemu_stops_the_session_as_usage(pytester, tmp_
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "qemu-system-x86_64 not found" in result.stdout.str() + result.stderr.str()
     assert run.bisect_status(result.ret, Summary()) == run.BISECT_ABORT
+
+
+def test_a_full_disk_writing_results_is_the_harness_fault_not_the_kernel(tmp_path, monkeypatch,
+                                                                        capsys):
+    """pytest lets an OSError writing junit.xml or summary.json escape pytest.main (issue 17,
+    1b): a full disk gave exit 1, which --bisect-exit means "bad"."""
+    import errno
+    from harness import options
+    from harness.errors import UsageError
+
+    def full_disk(args, plugins=()):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "r" / "junit.xml"))
+
+    monkeypatch.setattr(run.pytest, "main", full_disk)
+    assert run.main(options.Options(), tmp_path / "r", None, bisect_exit=True) == run.BISECT_ABORT
+    assert "junit.xml cannot be written: No space left on device" in capsys.readouterr().err
+    with pytest.raises(UsageError, match=r"results .*/r/junit.xml cannot be written: No space"):
+        run.main(options.Options(), tmp_path / "r", None)
