@@ -6,6 +6,7 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from contextlib import ExitStack, contextmanager
@@ -202,6 +203,7 @@ def make_command(tree: Path, build_dir: Path, jobs: int) -> list[str]:
     return command
 
 
+NO_SPACE = "No space left on device"  # strerror(ENOSPC), as make, gcc and ld print it
 COMPILED = re.compile(r"^\s+(CC|AS)\s+(?!\[M\])\S+\.o$")
 
 
@@ -219,30 +221,70 @@ def run_make(command: list[str], log: Path, objdir: Path | None = None,
     fresh = objdir is not None and not (objdir / "vmlinux").exists()
     learnt = read_json(estimate) if estimate is not None and fresh else None
     total = int(learnt["objects"]) if learnt else None
-    with log.open("a") as out, Stage("compile", total=total, unit="objects") as stage:
-        out.write(f"$ {' '.join(command)}\n")
-        out.flush()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, errors="replace", env=env)
-        assert process.stdout is not None
-        for line in process.stdout:
-            out.write(line)
-            if COMPILED.match(line):
-                stage.advance(detail=line.split()[-1])
-        status = process.wait()
-        stage.done(f"{stage.count} objects compiled ({'full' if fresh else 'incremental'} build"
-                   + (f", make exit {status})" if status else ")"))
+    try:
+        with log.open("a") as out, Stage("compile", total=total, unit="objects") as stage:
+            out.write(f"$ {' '.join(command)}\n")
+            out.flush()
+            # its own process group, so that make and every compiler it started can be
+            # stopped together (a Ctrl-C or SIGTERM reaches only the harness)
+            try:
+                process = subprocess.Popen(command, stdout=subprocess.PIPE,
+                                           stderr=subprocess.STDOUT, text=True,
+                                           errors="replace", env=env, start_new_session=True)
+            except OSError as exc:
+                raise BuildError(f"cannot run {command[0]}: {exc.strerror or exc}") from exc
+            try:
+                assert process.stdout is not None
+                for line in process.stdout:
+                    out.write(line)
+                    if COMPILED.match(line):
+                        stage.advance(detail=line.split()[-1])
+                status = process.wait()
+            except BaseException:  # interrupted, or the log cannot be written
+                stop_group(process)
+                raise
+            stage.done(f"{stage.count} objects compiled ({'full' if fresh else 'incremental'} "
+                       "build" + (f", make exit {status})" if status else ")"))
+    except OSError as exc:
+        raise BuildError(f"kernel build stopped: cannot write its log {log}: "
+                         f"{exc.strerror or exc}") from exc
     if status != 0:
-        raise BuildError(f"kernel build failed (make exit {status}); full log: {log}",
-                         first_errors(log.read_text(errors="replace")))
+        errors = first_errors(log.read_text(errors="replace"))
+        full = ("; the disk is full: free some space and build again (nothing of this build "
+                "is reused)" if NO_SPACE in errors else "")
+        raise BuildError(f"kernel build failed (make exit {status}){full}; full log: {log}",
+                         errors)
     if estimate is not None and fresh:
         write_json_atomic(estimate, {"objects": stage.count})
     return stage.count
+
+
+def stop_group(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop a process started with start_new_session and everything in its group: SIGTERM
+    (make removes the targets it was writing), SIGKILL for what is left after ``grace``
+    seconds or once the leader has exited (unreaped, it keeps the group's id from reuse)."""
+    _signal_group(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    try:
+        while time.monotonic() < deadline and os.waitid(
+                os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            time.sleep(0.05)
+    except ChildProcessError:  # already reaped
+        pass
+    _signal_group(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def first_errors(log_text: str, limit: int = 10) -> str:
     """The first compiler/linker errors of a build log, or its tail when none are marked."""
     lines = log_text.splitlines()
     errors = [line for line in lines
-              if re.search(r"\berror\b:|undefined reference|\*\*\* ", line)]
+              if re.search(rf"\berror\b:|undefined reference|\*\*\* |{NO_SPACE}", line)]
     return "\n".join((errors or lines[-20:])[:limit])

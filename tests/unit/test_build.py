@@ -1,3 +1,4 @@
+import io
 import json
 import os
 from pathlib import Path
@@ -7,6 +8,7 @@ import pytest
 from harness.kernel import build, source
 from harness.errors import UsageError
 from harness.cache import write_json_atomic
+from tests.unit.test_signals import alive
 
 
 def request(tree, tmp_path, text="CONFIG_A=y\n"):
@@ -111,3 +113,122 @@ def test_a_runtime_directory_that_is_not_there_falls_back_to_tmp(monkeypatch):
     from harness import cache
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/nonexistent/run/user/0")
     assert cache.runtime_dir() == Path(f"/tmp/pte-harness-{os.getuid()}")
+
+
+FAKE_MAKE = """\
+# a fake 'make ... bzImage' (issue 17, X1/X2): the file named by $2 says what to do
+objdir=$1; what=$(cat "$2" 2>/dev/null)
+echo '  CC      mm/a.o'
+case $what in
+full) echo "mm/a.o: No space left on device"; echo "make[2]: *** [mm/a.o] Error 1"; exit 2 ;;
+hang) sleep 1000 & echo "$! $$" > "$3"; wait; exit 2 ;;
+esac
+mkdir -p "$objdir/arch/x86/boot"
+echo image > "$objdir/arch/x86/boot/bzImage"; echo map > "$objdir/System.map"
+touch "$objdir/vmlinux"
+"""
+
+
+def assert_stopped(pids: Path) -> None:
+    """The processes named in ``pids`` (a fake make and its child) are gone; killed if not."""
+    started = [int(pid) for pid in pids.read_text().split()]
+    try:
+        assert len(started) == 2 and not any(alive(pid) for pid in started)
+    finally:
+        for pid in started:
+            if alive(pid):
+                os.kill(pid, 9)
+
+
+@pytest.fixture
+def fake_make(cache, fake_tree, tmp_path, monkeypatch):
+    """build.build() on the fake tree with a fake make: returns (request, mode file, pids file)."""
+    script, mode, pids = tmp_path / "make.sh", tmp_path / "mode", tmp_path / "pids"
+    script.write_text(FAKE_MAKE)
+    monkeypatch.setattr(build, "make_command",
+                        lambda tree, objdir, jobs: ["sh", str(script), str(objdir), str(mode),
+                                                    str(pids)])
+
+    def make_config(make, tree, objdir, base, fragments, log):
+        (objdir / ".config").write_text("CONFIG_A=y\n")
+        return objdir / ".config"
+
+    monkeypatch.setattr(build.kconfig, "make_config", make_config)
+    return request(fake_tree, tmp_path), mode, pids
+
+
+def test_disk_full_during_the_build_leaves_the_cache_usable(fake_make):
+    """make failing with ENOSPC: a build error naming the log, no build record (nothing half
+    built is ever reused); the next build, with space again, builds and is then reused."""
+    r, mode, _ = fake_make
+    mode.write_text("full")
+    with pytest.raises(build.BuildError,
+                       match=r"make exit 2\); the disk is full: .*; full log: .*/build.log") as info:
+        build.build(r)
+    assert "No space left on device" in info.value.detail
+    out = Path(str(info.value.message).rsplit("full log: ", 1)[1]).parent
+    assert not (out / "harness-build.json").exists()
+    mode.write_text("")
+    result = build.build(r)
+    assert not result.reused and result.image.read_text() == "image\n"
+    assert result.build_dir == out and (out / "harness-build.json").is_file()
+    assert build.build(r).reused
+
+
+def test_log_that_cannot_be_written_stops_make_and_names_the_log(tmp_path):
+    """The disk fills under the build log while make runs: make and its children are stopped,
+    and the error names the log (it was an OSError traceback, with make left running)."""
+    import errno
+    pids = tmp_path / "pids"
+    written: list[str] = []
+
+    class FullLog(io.StringIO):
+        def write(self, text: str) -> int:
+            if written:  # the command line goes in; make's first line finds the disk full
+                raise OSError(errno.ENOSPC, "No space left on device")
+            written.append(text)
+            return len(text)
+
+    class LogPath(type(Path())):  # type: ignore[misc]
+        def open(self, *args, **kwargs):
+            return FullLog()
+
+    log = LogPath(tmp_path / "build.log")
+    script = f"sleep 1000 & echo \"$! $$\" > {pids}; sleep 0.2; echo '  CC a.o'; wait"
+    with pytest.raises(build.BuildError, match=r"cannot write its log .*build.log: No space left"):
+        build.run_make(["sh", "-c", script], log)
+    assert_stopped(pids)
+
+
+def test_build_interrupted_by_sigterm_stops_make_and_rebuilds_cleanly(fake_make):
+    """SIGTERM (a CI job's timeout) while make runs: make and the compilers it started are
+    stopped and reaped before the harness goes on unwinding, no build record is written,
+    and the next build builds."""
+    import signal
+    import threading
+    import time
+    from harness import cli
+    r, mode, pids = fake_make
+    mode.write_text("hang")
+
+    def terminate_when_make_runs() -> None:
+        deadline = time.monotonic() + 10
+        while not (pids.exists() and pids.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, cli._terminated)
+    killer = threading.Thread(target=terminate_when_make_runs)
+    try:
+        killer.start()
+        with pytest.raises(KeyboardInterrupt):
+            build.build(r)
+    finally:
+        killer.join()
+        signal.signal(signal.SIGTERM, previous)
+    assert_stopped(pids)
+    builds = list((Path(os.environ["PTE_HARNESS_CACHE"]) / "builds").iterdir())
+    assert len(builds) == 1 and not (builds[0] / "harness-build.json").exists()
+    mode.write_text("")
+    result = build.build(r)
+    assert not result.reused and (result.build_dir / "harness-build.json").is_file()
