@@ -197,7 +197,7 @@ def parser() -> argparse.ArgumentParser:
                                                    "run's matrix compare.tolerance, else 0.2)")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("bench", help="cold/cached/incremental build and boot-to-first-command times")
-    add_options(p)
+    add_options(p, skip=("transport",))  # it measures serial, then ssh (unless --no-ssh)
     p.add_argument("--rounds", type=int, default=5, help="boots per measurement (default 5)")
     p.add_argument("--no-cold", action="store_true",
                    help="skip the build figures (a cold and an incremental build, 3-4 minutes)")
