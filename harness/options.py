@@ -42,9 +42,13 @@ class Spec:
     choices: tuple[str, ...] = ()
     metavar: str | None = None
     pytest_flag: str = ""  # where the command-line flag would clash with pytest's own
+    pytest_only: bool = False  # pytest: pytest_flag alone (the flag is a plugin's, e.g. --timeout)
     old_names: tuple[str, ...] = ()  # earlier pytest flags and environment variables
 
 
+# A dataclass with field metadata, not pydantic or msgspec: the standard library only (no
+# dependency for a handful of flat fields), and the declaration stays small; checking YAML
+# values against a Spec (check_value) is a few lines.
 def option(default: Any, help: str, group: str, **spec: Any) -> Any:
     """A field of Options with its Spec (see ``Spec``)."""
     if callable(default):
@@ -88,7 +92,8 @@ class Options:
     append: str = option("", "extra kernel command-line arguments", "guest")
     boot_timeout: float = option(60.0, "seconds to reach the guest's shell", "guest", kind="float")
     timeout: float = option(600.0, "seconds a guest command may take unless it says otherwise",
-                            "guest", kind="float", pytest_flag="--command-timeout")
+                            "guest", kind="float", pytest_flag="--command-timeout",
+                            pytest_only=True)  # pytest-timeout's --timeout
     transport: str = option("serial", "how commands reach the guest: serial (a shell on ttyS1) "
                             "or ssh (dropbear over virtio-net; the kernel merges net.config)",
                             "guest", choices=TRANSPORTS)
@@ -349,7 +354,8 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup | An
             continue
         flags = [spec.pytest_flag or flag(name)] if pytest else [flag(name)]
         if pytest:
-            flags += [n for n in (flag(name), *spec.old_names) if n.startswith("-") and n not in flags]
+            aliases = spec.old_names if spec.pytest_only else (flag(name), *spec.old_names)
+            flags += [n for n in aliases if n.startswith("-") and n not in flags]
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": spec.help}
         if spec.kind == "bool":
             kwargs["action"] = "store_false"

@@ -136,3 +136,16 @@ def test_yaml_aliases_and_huge_values_are_refused_with_a_short_message(tmp_path)
     with pytest.raises(UsageError, match="'tree' must be a str") as info:
         options.load_yaml(deep)
     assert len(str(info.value)) < 300
+
+
+def test_pytest_surface_leaves_timeout_to_pytest_timeout():
+    """--timeout is pytest-timeout's: pytest gets --command-timeout alone; the commands
+    keep --timeout."""
+    import argparse
+    on_pytest, on_cli = argparse.ArgumentParser(), argparse.ArgumentParser()
+    options.add_arguments(on_pytest, pytest=True)
+    options.add_arguments(on_cli)
+    pytest_flags = {f for a in on_pytest._actions for f in a.option_strings}
+    assert "--command-timeout" in pytest_flags and "--timeout" not in pytest_flags
+    assert {"--kernel-tree", "--tree", "--guest-mem"} <= pytest_flags  # other aliases stay
+    assert "--timeout" in {f for a in on_cli._actions for f in a.option_strings}
