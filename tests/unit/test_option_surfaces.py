@@ -90,7 +90,7 @@ class Channel:
     def __init__(self, name: str, boot_timeout: float) -> None:
         self.name, self.boot_timeout, self.timeouts = name, boot_timeout, []
 
-    def run(self, command: str, timeout: float) -> Any:
+    def run(self, command: str, timeout: float, *rest: Any) -> Any:
         self.timeouts.append(timeout)
         return types.SimpleNamespace(status=0, output="", seconds=0.0)
 
@@ -210,6 +210,9 @@ def test_run_hands_its_options_to_the_plugin(monkeypatch, tmp_path):
     (suite / "test_seen.py").write_text(SUITE.format(out=str(out)))
     monkeypatch.setattr(run, "SUITE", suite)
     monkeypatch.setenv(options.env_name("cpu"), "Nehalem")  # the handed options win
+    # its temporary directories under ours: its own numbered one would push out older
+    # sessions' (pytest keeps the newest three)
+    monkeypatch.setenv("PYTEST_ADDOPTS", f"--basetemp={tmp_path / 'inner'}")
     flags = [part for name in OPTIONS for part in argv(name)]
     expected = cli.options_from(cli.parser().parse_args(["run", *flags]))
     try:
