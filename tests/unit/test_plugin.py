@@ -217,8 +217,8 @@ def test_an_interrupted_test_is_not_recorded_as_passed(pytester, tmp_path):
             pass
     """)
     results = tmp_path / "results"
-    # in a process of its own: an in-process KeyboardInterrupt would stop this session too
-    result = pytester.runpytest_subprocess(f"--results={results}")
+    # in process, without pytester's re-raising of the inner run's KeyboardInterrupt
+    result = pytester.runpytest_inprocess(f"--results={results}", no_reraise_ctrlc=True)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     summary = Summary.read(results)
     assert summary is not None and summary.finished
@@ -245,20 +245,21 @@ def test_unwritable_results_are_the_harness_fault_not_the_kernel(tmp_path, monke
         run.main(options.Options(), blocked / "x", None)
 
 
-def test_a_boot_that_cannot_start_qemu_stops_the_session_as_usage(pytester, tmp_path):
+def test_a_boot_that_cannot_start_qemu_stops_the_session_as_usage(pytester, tmp_path,
+                                                                  monkeypatch):
+    from harness import pipeline
+    from harness.errors import UsageError
+
+    def missing(*args, **kwargs):
+        raise UsageError("qemu-system-x86_64 not found: install qemu-system-x86")
+
+    monkeypatch.setattr(pipeline, "boot", missing)  # the run below is in this process
     pytester.makeconftest("""
         import pytest
-        from harness import pipeline
-        from harness.errors import UsageError
 
         @pytest.fixture(scope="session")
         def kernel():
             return object()
-
-        def missing(*args, **kwargs):
-            raise UsageError("qemu-system-x86_64 not found: install qemu-system-x86")
-
-        pipeline.boot = missing
     """)
     pytester.makepyfile(test_q="""
         def test_a(guest):
@@ -267,7 +268,7 @@ def test_a_boot_that_cannot_start_qemu_stops_the_session_as_usage(pytester, tmp_
         def test_b(guest):
             pass
     """)
-    result = pytester.runpytest_subprocess(f"--results={tmp_path / 'results'}")
+    result = pytester.runpytest_inprocess(f"--results={tmp_path / 'results'}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "qemu-system-x86_64 not found" in result.stdout.str() + result.stderr.str()
     assert run.bisect_status(result.ret, Summary()) == run.BISECT_ABORT
