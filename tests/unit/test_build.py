@@ -1,6 +1,7 @@
 import io
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,9 @@ touch "$objdir/vmlinux"
 def assert_stopped(pids: Path) -> None:
     """The processes named in ``pids`` (a fake make and its child) are gone; killed if not."""
     started = [int(pid) for pid in pids.read_text().split()]
+    deadline = time.monotonic() + 5  # a SIGKILL is delivered a moment after it is sent
+    while any(alive(pid) for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.01)
     try:
         assert len(started) == 2 and not any(alive(pid) for pid in started)
     finally:
@@ -206,7 +210,6 @@ def test_build_interrupted_by_sigterm_stops_make_and_rebuilds_cleanly(fake_make)
     and the next build builds."""
     import signal
     import threading
-    import time
     from harness import cli
     r, mode, pids = fake_make
     mode.write_text("hang")
