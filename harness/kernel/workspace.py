@@ -279,3 +279,20 @@ def seed(objdir: Path, origin: Path) -> None:
     if result.returncode != 0:
         raise OSError(f"cannot copy {origin} to {objdir}: {result.stderr.strip()}")
     (objdir / ".config").write_text(config)
+    _move_tool_records(objdir, origin)
+
+
+def _move_tool_records(objdir: Path, origin: Path) -> None:
+    """The host tools under tools/ (objtool) record their commands and dependencies with
+    the absolute object directory: copied as they are, the commands differ, objtool is
+    relinked, and every kernel object, which depends on objtool, is compiled again.
+    Point those records at the new directory, keeping their times."""
+    old, new = str(origin).encode(), str(objdir).encode()
+    for path in (objdir / "tools").rglob("*"):
+        if not (path.name.endswith(".cmd") or path.name.endswith(".d")) or not path.is_file():
+            continue
+        text = path.read_bytes()
+        if old in text:
+            times = os.stat(path)
+            path.write_bytes(text.replace(old, new))
+            os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))

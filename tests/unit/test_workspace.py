@@ -144,3 +144,24 @@ def test_a_new_configuration_starts_from_the_closest_one(space, tmp_path):
     assert (new / "mm.o").read_text() == "near"
     assert os.stat(new / "mm.o").st_mtime_ns == before  # times kept: make judges them
     assert (new / ".config").read_text().endswith("CONFIG_D=y\n")  # its own configuration
+
+
+def test_a_seeded_directory_keeps_objtool_built(space):
+    """objtool's records name the object directory: after a copy they must name the new
+    one (times kept), or objtool is relinked and every object after it recompiled."""
+    origin, new = space.root / "obj-old", space.root / "obj-new"
+    (origin / "tools/objtool").mkdir(parents=True)
+    new.mkdir()
+    (new / ".config").write_text("CONFIG_A=y\n")
+    record = origin / "tools/objtool/.objtool.o.cmd"
+    record.write_text(f"cmd := gcc -o {origin}/tools/objtool/objtool.o\n"
+                      f"deps := {origin}/tools/objtool/libsubcmd/include/x.h\n")
+    (origin / "tools/objtool/objtool").write_text(f"binary naming {origin}")
+    before = os.stat(record).st_mtime_ns
+    workspace.seed(new, origin)
+    copied = new / "tools/objtool/.objtool.o.cmd"
+    assert copied.read_text() == (f"cmd := gcc -o {new}/tools/objtool/objtool.o\n"
+                                  f"deps := {new}/tools/objtool/libsubcmd/include/x.h\n")
+    assert os.stat(copied).st_mtime_ns == before
+    assert (new / "tools/objtool/objtool").read_text() == f"binary naming {origin}"  # untouched
+    assert record.read_text().startswith(f"cmd := gcc -o {origin}/")  # the origin is unchanged
