@@ -2,6 +2,9 @@
 
 Each command is framed by markers: ``echo <m>-begin; ( CMD ) </dev/null; echo <m>-end-$?``.
 The marker is typed split in two quotes, so an echo of the typed line never matches it.
+The channel is read as bytes and the shell's tty does not translate them (the guest's init
+sets ``-onlcr``), so a command's output arrives byte for byte, and can be handed on as it
+arrives (``sink``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ PUT_CHUNK = 48 * 1024  # bytes of a file per put command (as base64 lines of 76 
 # buffer at every read: big outputs were quadratic). pexpect searches after every read of at
 # most maxread (2000) characters, so a marker always lies inside the window when it is searched.
 SEARCH_WINDOW = 4096
+END_HOLD = 64  # longest start of the end line (marker, status, CR) that output is held for
 
 
 class GuestGone(HarnessError):
@@ -40,18 +44,36 @@ class GuestGone(HarnessError):
 class CommandResult:
     command: str
     status: int
-    output: str
+    output: str  # ``data`` decoded (invalid UTF-8 replaced), for reading in tests
     seconds: float
+    data: bytes = b""  # the command's output (stdout and stderr) exactly as it wrote it
+
+
+Sink = Callable[[bytes], None]  # takes a command's output piece by piece, as it arrives
+
+
+def may_begin(data: bytes, end_line: bytes) -> int:
+    """Where the end of ``data`` that may be the start of the line ``end_line`` STATUS
+    begins (``len(data)`` when none may)."""
+    for start in range(max(0, len(data) - END_HOLD), len(data)):
+        tail = data[start:]
+        if end_line.startswith(tail) or (tail.startswith(end_line) and
+                                         re.fullmatch(rb"\d*\r?", tail[len(end_line):])):
+            return start
+    return len(data)
 
 
 class Guest:
-    """A shell reached through a pexpect spawn (fdspawn on QEMU's socket, or a local sh)."""
+    """A shell reached through a pexpect spawn in bytes mode (fdspawn on QEMU's socket, or
+    a local sh)."""
 
     def __init__(self, channel: pexpect.spawnbase.SpawnBase,
                  context: Callable[[], str] = lambda: "") -> None:
         if channel.maxread > SEARCH_WINDOW // 2:  # each read must fall inside the window
             raise ValueError(f"pexpect maxread {channel.maxread} is too large for the "
                              f"search window ({SEARCH_WINDOW})")
+        if channel.encoding is not None:  # decoding would replace bytes (no byte-exact output)
+            raise ValueError("the control channel must be read as bytes (pexpect encoding=None)")
         self.channel = channel
         self.context = context  # kernel-log tail for error messages
         self.broken: str | None = None
@@ -62,7 +84,9 @@ class Guest:
         self._expect(READY, timeout, "the guest's ready line")
         return time.monotonic() - start
 
-    def run(self, command: str, timeout: float = 60.0) -> CommandResult:
+    def run(self, command: str, timeout: float = 60.0, sink: Sink | None = None) -> CommandResult:
+        """Run ``command``; its output goes to ``sink`` as it arrives (up to the end marker;
+        on a timeout, all that arrived) and into the result whole."""
         if self.broken:
             raise HarnessError(f"guest is broken and cannot be reused: {self.broken}")
         mark = "PTEH" + secrets.token_hex(6)
@@ -72,15 +96,47 @@ class Guest:
                           f"echo {typed_mark}-end-$?\n")
         self._expect(re.escape(mark) + r"-begin\r?\n", min(timeout, START_TIMEOUT),
                      f"the start of {command!r}")
-        remaining = max(0.1, timeout - (time.monotonic() - start))
-        self._expect(re.escape(mark) + r"-end-(\d+)\r?\n", remaining, f"{command!r} to finish",
-                     said=timeout)
-        status = int(self.channel.match.group(1))
-        before = self.channel.before
-        output = (before.decode(errors="replace") if isinstance(before, bytes) else before)
-        result = CommandResult(command, status, output.replace("\r", ""),
-                               time.monotonic() - start)
-        return result
+        data, status = self._output(mark.encode() + b"-end-", start + timeout,
+                                    f"{command!r} to finish", timeout, sink or (lambda piece: None))
+        return CommandResult(command, status, data.decode(errors="replace"),
+                             time.monotonic() - start, data)
+
+    def _output(self, end_line: bytes, deadline: float, what: str, said: float,
+                sink: Sink) -> tuple[bytes, int]:
+        """Read up to the line ``end_line`` STATUS: (the output before it, the status). All
+        that cannot be the start of that line is handed to ``sink`` at once, so each search
+        covers only a possible start of it and what arrived since (linear in the output)."""
+        end = re.compile(re.escape(end_line) + rb"(\d+)\r?\n")
+        pieces: list[bytes] = []
+
+        def hand_on(piece: bytes) -> None:
+            if piece:
+                pieces.append(piece)
+                sink(piece)
+
+        pending = self.channel.buffer  # read with the begin marker, not yet looked at
+        self.channel.buffer = b""
+        while True:
+            if match := end.search(pending):
+                hand_on(pending[:match.start()])
+                self.channel.buffer = pending[match.end():]
+                return b"".join(pieces), int(match.group(1))
+            held = may_begin(pending, end_line)
+            hand_on(pending[:held])
+            pending = pending[held:]
+            try:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:  # checked here too: output that never stops never times out
+                    raise pexpect.TIMEOUT(what)
+                pending += self.channel.read_nonblocking(self.channel.maxread, remaining)
+            except pexpect.TIMEOUT:
+                hand_on(pending)  # what arrived, all of it
+                self.broken = f"timed out after {said:g}s waiting for {what}"
+                raise GuestTimeout(self.broken, self._tails(b"".join(pieces))) from None
+            except pexpect.EOF:
+                hand_on(pending)
+                self.broken = f"control channel closed while waiting for {what}"
+                raise GuestGone(self.broken, self._tails(b"".join(pieces))) from None
 
     def put(self, local: Path, remote: str, timeout: float = 60.0) -> None:
         """Copy a host file into the guest: base64 in here-documents, decoded by the guest's
@@ -101,7 +157,7 @@ class Guest:
         if result.status != 0:
             raise HarnessError(f"get guest {remote} -> {local} failed (exit {result.status})",
                                result.output)
-        Path(local).write_bytes(base64.b64decode(result.output))
+        Path(local).write_bytes(base64.b64decode(result.data))
 
     def close(self) -> None:
         """Nothing to close: the shell ends with QEMU (the socket is QEMU's)."""
@@ -119,10 +175,10 @@ class Guest:
             self.broken = f"control channel closed while waiting for {what}"
             raise GuestGone(self.broken, self._tails()) from None
 
-    def _tails(self) -> str:
-        before = self.channel.before or b""
-        if isinstance(before, bytes):
-            before = before.decode(errors="replace")
-        shell = "\n".join(before.replace("\r", "").splitlines()[-15:])
+    def _tails(self, output: bytes | None = None) -> str:
+        """The last lines of ``output`` (default: what the channel read last) and of the
+        kernel log."""
+        if output is None:
+            output = self.channel.before or b""
+        shell = "\n".join(output.decode(errors="replace").splitlines()[-15:])
         return f"--- control shell output (tail) ---\n{shell}\n--- kernel log (tail) ---\n{self.context()}"
-

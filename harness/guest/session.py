@@ -12,7 +12,7 @@ from harness.errors import BootError, GuestTimeout, KernelCrash, UsageError
 from harness.guest import crash, vm
 from harness.guest.hotplug import Hotplug
 from harness.guest.qmp import Qmp
-from harness.guest.serial import CommandResult, GuestGone
+from harness.guest.serial import CommandResult, GuestGone, Sink
 from harness.guest.sshkeys import HostKey
 from harness.guest.transport import Channel, by_name
 from harness.progress import say
@@ -98,9 +98,12 @@ class Session:
     def findings(self) -> list[crash.Finding]:
         return crash.scan(self.console())
 
-    def run(self, command: str, timeout: float | None = None) -> CommandResult:
-        try:
-            return self._guest().run(command, timeout or self.options.timeout)
+    def run(self, command: str, timeout: float | None = None,
+            sink: Sink | None = None) -> CommandResult:
+        """Run ``command`` in the guest; its output also goes to ``sink`` as it arrives."""
+        guest, timeout = self._guest(), timeout or self.options.timeout
+        try:  # a channel is asked to stream only when someone listens
+            return guest.run(command, timeout, sink) if sink else guest.run(command, timeout)
         except (GuestGone, GuestTimeout) as exc:
             raise self._explain(exc, f"running {command!r}") from None
 

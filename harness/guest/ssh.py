@@ -27,7 +27,7 @@ from typing import Callable, TextIO
 import paramiko
 
 from harness.errors import BootError, GuestTimeout, HarnessError
-from harness.guest.serial import CommandResult, GuestGone
+from harness.guest.serial import CommandResult, GuestGone, Sink
 from harness.guest.image import GUEST_PATH
 from harness.guest.sshkeys import ClientKey, HostKey
 
@@ -178,13 +178,15 @@ class SshGuest:
                        f"{time.monotonic() - start:.2f}s\n")
             return guest
 
-    def run(self, command: str, timeout: float = 60.0) -> CommandResult:
+    def run(self, command: str, timeout: float = 60.0, sink: Sink | None = None) -> CommandResult:
+        """Run ``command``; its output (byte for byte) goes to ``sink`` as it arrives (after
+        the command ends, see above; on a timeout, what it had written) and into the result."""
         start = time.monotonic()
-        output, status = self._exec(wrap(command, output_file()), command, timeout)
+        output, status = self._exec(wrap(command, output_file()), command, timeout, sink=sink)
         text = output.decode(errors="replace")
         self._log(f"$ {command}\n{text}{'' if text.endswith(chr(10)) or not text else chr(10)}"
                   f"# exit {status}\n")
-        return CommandResult(command, status, text, time.monotonic() - start)
+        return CommandResult(command, status, text, time.monotonic() - start, output)
 
     def put(self, local: Path, remote: str, timeout: float = 60.0) -> None:
         """Copy a host file into the guest (``cat > remote``), byte for byte."""
@@ -209,9 +211,11 @@ class SshGuest:
     def close(self) -> None:
         self.client.close()
 
-    def _exec(self, remote: str, what: str, timeout: float,
-              stdin: bytes | None = None) -> tuple[bytes, int]:
-        """Run ``remote`` on a new channel: (stdout+stderr, exit status)."""
+    def _exec(self, remote: str, what: str, timeout: float, stdin: bytes | None = None,
+              sink: Sink | None = None) -> tuple[bytes, int]:
+        """Run ``remote`` on a new channel: (stdout+stderr, exit status); each piece read
+        also goes to ``sink``."""
+        hand_on = sink or (lambda piece: None)
         if self.broken:
             raise HarnessError(f"guest is broken and cannot be reused: {self.broken}")
         deadline = time.monotonic() + timeout
@@ -236,7 +240,10 @@ class SshGuest:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    chunks = chunks or self._partial_output(remote)
+                    if not chunks:
+                        chunks = self._partial_output(remote)
+                        for piece in chunks:
+                            hand_on(piece)
                     self.broken = f"timed out after {timeout:g}s waiting for {what!r} to finish"
                     raise GuestTimeout(self.broken, self._tails(chunks))
                 channel.settimeout(min(remaining, 0.5))
@@ -250,6 +257,7 @@ class SshGuest:
                 if not data:
                     break
                 chunks.append(data)
+                hand_on(data)
             if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
                 self.broken = f"timed out after {timeout:g}s waiting for {what!r} to finish"
                 raise GuestTimeout(self.broken, self._tails(chunks))

@@ -19,7 +19,7 @@ import pexpect.fdpexpect
 
 from harness.errors import UsageError
 from harness.guest import sshkeys, vm
-from harness.guest.serial import CommandResult, Guest
+from harness.guest.serial import CommandResult, Guest, Sink
 from harness.guest.ssh import SshGuest, known_host
 from harness.guest.sshkeys import ClientKey, HostKey
 from harness.progress import say
@@ -28,7 +28,7 @@ from harness.progress import say
 class Channel(Protocol):
     """A connected guest: what a Session drives."""
 
-    def run(self, command: str, timeout: float) -> CommandResult: ...
+    def run(self, command: str, timeout: float, sink: Sink | None = None) -> CommandResult: ...
 
     def put(self, local: Path, remote: str, timeout: float) -> None: ...
 
@@ -152,9 +152,8 @@ class Serial:
     def connect(self, qemu: vm.Qemu, plan: BootPlan, host_key: HostKey | None, timeout: float,
                 context: Callable[[], str], log: TextIO) -> Channel:
         assert qemu.channel is not None
-        channel = pexpect.fdpexpect.fdspawn(qemu.channel.fileno(), encoding="utf-8",
-                                            codec_errors="replace")
-        channel.logfile_read = log
+        channel = pexpect.fdpexpect.fdspawn(qemu.channel.fileno())  # bytes: output unchanged
+        channel.logfile_read = log.buffer
         guest = Guest(channel, context=context)
         guest.wait_ready(timeout)
         return guest

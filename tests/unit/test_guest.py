@@ -10,13 +10,17 @@ from harness.guest.serial import Guest, GuestGone
 from harness.guest.image import READY
 
 
+# the tty as the guest's init sets ttyS1 up: no echo, no CR added to output
+TTY_LIKE_GUEST = f"stty -echo -onlcr; echo {READY}; exec sh"
+
+
 @pytest.fixture(params=["sh", "busybox"])
 def guest(request):
     if request.param == "busybox":
-        argv = ["/bin/busybox", "sh", "-c", f"echo {READY}; exec sh"]
+        argv = ["/bin/busybox", "sh", "-c", TTY_LIKE_GUEST]
     else:
-        argv = [shutil.which("sh"), "-c", f"echo {READY}; exec sh"]
-    child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", env={"PS1": "$ ", "PATH": "/usr/bin:/bin"})
+        argv = [shutil.which("sh"), "-c", TTY_LIKE_GUEST]
+    child = pexpect.spawn(argv[0], argv[1:], env={"PS1": "$ ", "PATH": "/usr/bin:/bin"})
     g = Guest(child, context=lambda: "kernel log tail")
     g.wait_ready(10)
     yield g
@@ -55,7 +59,7 @@ def test_timeout_breaks_guest(guest):
 
 
 def test_eof_is_guest_gone():
-    child = pexpect.spawn("/bin/sh", ["-c", f"echo {READY}; exec sh"], encoding="utf-8")
+    child = pexpect.spawn("/bin/sh", ["-c", f"echo {READY}; exec sh"])
     g = Guest(child)
     g.wait_ready(10)
     with pytest.raises(GuestGone, match="control channel closed"):
@@ -67,9 +71,8 @@ def test_put_get_byte_identical(shell, tmp_path):
     """Over a tty without echo, as the guest's init sets up ttyS1."""
     import os
     from harness.guest import serial as guest_module
-    argv = shell.split() + ["-c", f"stty -echo -onlcr; echo {READY}; exec sh"]
-    child = pexpect.spawn(shutil.which(argv[0]), argv[1:], encoding="utf-8",
-                          env={"PATH": "/usr/bin:/bin"})
+    argv = shell.split() + ["-c", TTY_LIKE_GUEST]
+    child = pexpect.spawn(shutil.which(argv[0]), argv[1:], env={"PATH": "/usr/bin:/bin"})
     guest = Guest(child)
     guest.wait_ready(10)
     data = os.urandom(guest_module.PUT_CHUNK * 2 + 1000) + bytes(range(256))
@@ -89,3 +92,58 @@ def test_megabytes_of_output_arrive_whole_and_fast(guest):
     result = guest.run("head -c 2000000 /dev/zero | tr '\\0' a; echo; echo tail", timeout=60)
     assert result.output == "a" * 2000000 + "\ntail\n"
     assert time.monotonic() - start < 10  # linear: the markers are searched in a window
+
+
+def test_output_is_byte_exact(guest):
+    """Invalid UTF-8 and CRs pass unchanged (issue 17, fault 11: they became U+FFFD and
+    vanished); ``output`` is the decoded view."""
+    result = guest.run("printf 'a\\377b\\rc\\n'; printf '\\r\\n'")
+    assert result.data == b"a\xffb\rc\n\r\n"
+    assert result.output == "a\ufffdb\rc\n\r\n"
+    assert guest.run("echo after").data == b"after\n"  # the markers still frame each command
+
+
+def test_a_text_channel_is_refused():
+    child = pexpect.spawn("/bin/sh", ["-c", "exec sh"], encoding="utf-8")
+    with pytest.raises(ValueError, match="read as bytes"):
+        Guest(child)
+    child.close(force=True)
+
+
+def test_output_is_handed_on_as_it_arrives(guest):
+    """A sink gets the output while the command still runs (issue 17, fault 10: exec wrote
+    it all at the end), and the end marker never reaches it."""
+    import time
+    arrived: list[tuple[float, bytes]] = []
+    result = guest.run("echo first; sleep 1; echo second",
+                       sink=lambda piece: arrived.append((time.monotonic(), piece)))
+    ended = time.monotonic()
+    assert b"".join(piece for _, piece in arrived) == result.data == b"first\nsecond\n"
+    first = next(when for when, piece in arrived if b"first" in piece)
+    assert ended - first > 0.5
+
+
+def test_a_timeout_hands_on_what_arrived(guest):
+    pieces: list[bytes] = []
+    with pytest.raises(GuestTimeout, match="timed out after 1s") as info:
+        guest.run("echo partial; printf 'no newline'; sleep 5", timeout=1, sink=pieces.append)
+    assert b"".join(pieces) == b"partial\nno newline"
+    assert "partial\nno newline" in str(info.value)
+
+
+def test_output_that_never_stops_still_times_out(guest):
+    import time
+    start = time.monotonic()
+    with pytest.raises(GuestTimeout):
+        guest.run("yes", timeout=1, sink=lambda piece: None)
+    assert time.monotonic() - start < 5
+
+
+def test_only_a_possible_start_of_the_end_line_is_held_back():
+    from harness.guest.serial import may_begin
+    end = b"PTEH0123456789ab-end-"
+    assert may_begin(b"output", end) == 6
+    assert may_begin(b"outputPTEH01", end) == 6
+    assert may_begin(b"outputPTEH0123456789ab-end-12\r", end) == 6
+    assert may_begin(b"outputPTEH0123456789ab-end-1x", end) == 29  # not the end line
+    assert may_begin(b"PTEH0123456789ab-end-\n", end) == 22

@@ -258,3 +258,19 @@ def test_output_sent_only_when_the_command_ends(guest, sshd):
     assert result.output == "early\nlate\n"
     assert sshd.first_output[-1] - start >= 0.3
     assert not sshd.output_files_left()
+
+
+def test_output_is_byte_exact_and_handed_on(guest):
+    """Invalid UTF-8 and CRs pass unchanged (issue 17, fault 11), to the result's ``data``
+    and to a sink (exec's stdout); ``output`` is the decoded view."""
+    pieces: list[bytes] = []
+    result = guest.run("printf 'a\\377b\\rc\\n'", sink=pieces.append)
+    assert result.data == b"".join(pieces) == b"a\xffb\rc\n"
+    assert result.output == "a\ufffdb\rc\n"
+
+
+def test_a_timeout_hands_on_what_the_command_wrote(guest):
+    pieces: list[bytes] = []
+    with pytest.raises(GuestTimeout):
+        guest.run("echo so far; sleep 10", timeout=0.4, sink=pieces.append)
+    assert b"".join(pieces) == b"so far\n"
