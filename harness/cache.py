@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import stat
 import time
 from pathlib import Path
+
+from harness.errors import UsageError
 
 
 def cache_dir() -> Path:
@@ -97,6 +100,20 @@ class UnsafePath(OSError):
 def open_lock(path: Path) -> int:
     """Open (create) a lock file without following a link and without truncating it."""
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+
+def try_lock(path: Path, what: str) -> tuple[int, bool]:
+    """Open the lock file ``path`` (open_lock) and try to take it at once: (its descriptor,
+    whether it was taken). A lock that cannot be opened is a UsageError naming ``what``."""
+    try:
+        fd = open_lock(path)
+    except OSError as exc:
+        raise UsageError(f"cannot open {what} {path}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return fd, False
+    return fd, True
 
 
 def new_results_dir(parent: Path, prefix: str = "") -> Path:

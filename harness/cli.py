@@ -52,34 +52,41 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if not command:
         raise UsageError("exec needs a command: pte-harness exec [options] -- CMD...")
     options = options_from(args)
-    prepared = pipeline.prepare(options, tuple(args.program))
     run_dir = args.run_dir or pipeline.new_run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with pipeline.boot(prepared, options, run_dir) as session:
-            if args.print_qemu:
-                say(f"QEMU command line: {session.config.shell_command()}")
-            result = session.run(shlex.join(command), timeout=options.timeout)
-            sys.stdout.write(result.output)
-            sys.stdout.flush()
-            session.check()
-    except HarnessError as exc:
-        exc.detail = f"{exc.detail.rstrip()}\nlogs of this run: {run_dir}".lstrip()
-        raise
+    with pipeline.claimed(run_dir):
+        prepared = pipeline.prepare(options, tuple(args.program))
+        try:
+            with pipeline.boot(prepared, options, run_dir) as session:
+                if args.print_qemu:
+                    say(f"QEMU command line: {session.config.shell_command()}")
+                sys.stdout.flush()
+                result = session.run(shlex.join(command), timeout=options.timeout,
+                                     sink=write_through)
+                session.check()
+        except HarnessError as exc:
+            exc.detail = f"{exc.detail.rstrip()}\nlogs of this run: {run_dir}".lstrip()
+            raise
     return result.status
+
+
+def write_through(piece: bytes) -> None:
+    """The guest command's output, byte for byte, on stdout as it arrives."""
+    sys.stdout.buffer.write(piece)
+    sys.stdout.buffer.flush()
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
     options = options_from(args)
-    prepared = pipeline.prepare(options, tuple(args.program))
     run_dir = args.run_dir or pipeline.new_run_dir()
-    boot = pipeline.boot_options(options)
-    verdict = vm.choose_accel(boot.accel, prepared.build.image, prepared.initrd)
-    config = vm_config(prepared.build.image, prepared.initrd, run_dir, boot, verdict.accel,
-                       vm.BARE)  # the machine; the transport's shell wires it
-    return transport.by_name(options.transport).shell(
-        config, lambda: pipeline.boot(prepared, options, run_dir), prepared.host_key,
-        args.print_qemu)
+    with pipeline.claimed(run_dir):
+        prepared = pipeline.prepare(options, tuple(args.program))
+        boot = pipeline.boot_options(options)
+        verdict = vm.choose_accel(boot.accel, prepared.build.image, prepared.initrd)
+        config = vm_config(prepared.build.image, prepared.initrd, run_dir, boot, verdict.accel,
+                           vm.BARE)  # the machine; the transport's shell wires it
+        return transport.by_name(options.transport).shell(
+            config, lambda: pipeline.boot(prepared, options, run_dir), prepared.host_key,
+            args.print_qemu)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from harness.kernel import build, source
 from harness.guest import image, sshkeys, transport
-from harness.cache import subdir
+from harness.cache import subdir, try_lock
+from harness.errors import UsageError
 from harness.options import GUEST_SCRIPTS, GUEST_SOURCES, Options
 from harness.guest.session import BootOptions, Session
 
@@ -43,6 +46,28 @@ def new_run_dir(parent: Path | None = None) -> Path:
     path = (parent or subdir("runs")) / f"{stamp}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
     path.mkdir(parents=True)
     return path
+
+
+RUN_LOCK = ".pte-harness.lock"  # in a run directory: held by the harness whose logs it holds
+
+
+@contextmanager
+def claimed(run_dir: Path) -> Iterator[Path]:
+    """Hold ``run_dir`` (made if needed) for this process: one boot's logs are never mixed
+    with another's. A run directory another harness holds is a usage error; the lock file
+    is opened without following links."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd, taken = try_lock(run_dir / RUN_LOCK, "the run directory's lock")
+    try:
+        if not taken:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise UsageError(f"run directory {run_dir} is in use by another pte-harness "
+                             f"(pid {holder}): give another --run-dir, or none")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield run_dir
+    finally:
+        os.close(fd)
 
 
 def boot_options(options: Options, append: str = "") -> BootOptions:

@@ -8,13 +8,12 @@ import shlex
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from harness.cache import read_json, subdir, write_json_atomic
+from harness.cache import read_json, runtime_dir, subdir, write_json_atomic
 from harness.errors import BootError, UsageError
 from harness.guest.image import READY
 
@@ -94,9 +93,11 @@ class VmConfig:
 
     @property
     def control_socket(self) -> Path:
-        """In /tmp: a unix socket path must stay under 108 bytes, a run dir may not."""
-        tag = hashlib.sha256(str(self.run_dir.resolve()).encode()).hexdigest()[:16]
-        return Path(tempfile.gettempdir()) / f"pte-harness-{tag}.sock"
+        """In this user's runtime directory (a unix socket path must stay under 108 bytes, a
+        run dir may not; nobody else can plant one there), named for the run directory and
+        this process: two harnesses never share one."""
+        tag = hashlib.sha256(f"{self.run_dir.resolve()}\0{os.getpid()}".encode()).hexdigest()[:16]
+        return runtime_dir() / f"{tag}.sock"
 
     @property
     def qmp_socket(self) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from harness.kernel import kconfig, patches, source, workspace
-from harness.cache import (open_lock, read_json, runtime_dir, sha256_file, sha256_text, subdir,
+from harness.cache import (read_json, runtime_dir, sha256_file, sha256_text, subdir, try_lock,
                            write_json_atomic)
 from harness.progress import Stage, say
 from harness.errors import BuildError, UsageError
@@ -82,13 +82,11 @@ def build_lock() -> Iterator[None]:
     and is opened without following links or truncating anything."""
     try:
         path = Path(os.environ.get("PTE_HARNESS_BUILD_LOCK") or runtime_dir() / "build.lock")
-        fd = open_lock(path)
     except OSError as exc:
         raise UsageError(f"cannot open the build lock: {exc}") from exc
+    fd, taken = try_lock(path, "the build lock")
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not taken:
             say(f"waiting for another kernel build to finish (lock {path})")
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield
