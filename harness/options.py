@@ -4,10 +4,12 @@ command-line arguments, pytest options, PTE_HARNESS_* variables, options files a
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import reprlib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 import yaml
@@ -213,9 +215,10 @@ def read_yaml(path: Path, what: str) -> Any:
         raise UsageError(f"{what} {path} is not valid YAML", str(exc)) from exc
 
 
-def specs() -> dict[str, Spec]:
-    """Every option's Spec, by field name, in declaration order."""
-    return {f.name: f.metadata["spec"] for f in fields(Options)}
+@functools.cache
+def specs() -> Mapping[str, Spec]:
+    """Every option's Spec, by field name, in declaration order (read-only: made once)."""
+    return MappingProxyType({f.name: f.metadata["spec"] for f in fields(Options)})
 
 
 def key(name: str) -> str:
