@@ -7,7 +7,7 @@ the JSON summary) carries the numbers.
 
 from __future__ import annotations
 
-from tests.kernel.ptecache import (CACHED, KPF_PGTABLE, SPLITS, Trace, flagged_pfns,
+from tests.kernel.ptecache import (CACHED, KB_PER_PMD, KPF_PGTABLE, SPLITS, Trace, flagged_pfns,
                                    grouping_bound, ptm)
 
 N = 2048
@@ -219,3 +219,70 @@ def check_reserve(session, figures):
         f"only {burst.succeeded} of {RESERVE} atomic requests succeeded 2 s after an atomic "
         f"request found the cache empty: the reserve was not topped up\n{trace}")
     check_pte_mapped(trace, figures, sum(r.succeeded for r in trace.results))
+
+
+def check_zeroed(session, figures):
+    """__GFP_ZERO is honoured by pages the cache hands out again: the driver fills every
+    page with a poison byte before freeing it, so N zeroed allocations served from those
+    freed pages (no refill: the cache held them) must each read all zero. The driver
+    checks each page's bytes itself (``memchr_inv``), not the cache."""
+    first = N + 4 * RESERVE  # as in check_reuse: no reserve refill due during the second
+    trace = ptm(session, f"drop alloc {first} free all state alloc_zero {N} state addrs map after")
+    all_succeeded(trace)
+    zeroed = trace.results[-1]
+    delta = trace.states[1] - trace.states[0]
+    figures.update(zero_requested=N, zero_not_zero=zeroed.nonzero,
+                   zero_refills=delta["pte_mapped_refill"], zero_served=delta["pte_mapped_alloc"])
+    assert zeroed.nonzero is not None, f"the test driver reports no nonzero count\n{trace}"
+    assert trace.states[0][CACHED] >= N and delta["pte_mapped_alloc"] >= N, (
+        f"the zeroed allocations were not served by the cache\n{trace}")
+    assert delta["pte_mapped_refill"] == 0 and delta[SPLITS] == 0, (
+        f"the zeroed allocations were not all served by freed (poisoned) pages\n{trace}")
+    assert zeroed.nonzero == 0, (
+        f"{zeroed.nonzero} of {N} pages allocated with __GFP_ZERO from the cache still held "
+        f"data written before they were freed\n{trace}")
+    check_pte_mapped(trace, figures, N)
+
+
+CPA_FUNCTION = "__change_page_attr_set_clr"  # every CPA split runs under it (it recurses)
+
+
+def cpa_text(session) -> tuple[int, int]:
+    """Start and end of CPA_FUNCTION in the guest's text, from /proc/kallsyms (sorted: the
+    end is the next higher address)."""
+    command = f"sort /proc/kallsyms | grep -A4 ' {CPA_FUNCTION}$'"
+    result = session.run(command, timeout=120)
+    lines = [line.split() for line in result.output.splitlines() if len(line.split()) >= 3]
+    starts = [int(f[0], 16) for f in lines if f[2] == CPA_FUNCTION]
+    assert result.status == 0 and len(starts) == 1, (
+        f"{CPA_FUNCTION} not found once in /proc/kallsyms ({command}):\n{result.output}")
+    ends = [int(f[0], 16) for f in lines if int(f[0], 16) > starts[0]]
+    assert ends, f"no symbol after {CPA_FUNCTION} in /proc/kallsyms:\n{result.output}"
+    return starts[0], min(ends)
+
+
+def check_cpa_failure(session, figures):
+    """A split of the direct map that fails leaves nothing half done: the page-table page
+    CPA allocates for the split is made to fail once (fail_page_alloc, only for an
+    allocation with CPA_FUNCTION on the stack, whichever task refills), and still every
+    page handed out is 4K-mapped in the dump, at most the one request that hit the
+    failure fails, each 2M split is a 2 MiB rise of DirectMap4k, and later refills split
+    as usual."""
+    start, end = cpa_text(session)
+    trace = ptm(session, f"drop state failcpa {start:#x} {end:#x} alloc {N} failcpa off "
+                         "state addrs map after")
+    result = trace.results[0]
+    delta = trace.states[1] - trace.states[0]
+    figures.update(cpa_failures_left=trace.injections_left[0], failed=result.failed,
+                   refills=delta["pte_mapped_refill"], splits=delta[SPLITS],
+                   direct_map_4k_kb=delta["DirectMap4k"])
+    assert trace.injections_left == [0], (
+        f"the injected failure of a CPA page-table allocation never happened (times left "
+        f"{trace.injections_left}): no split ran under {CPA_FUNCTION} at "
+        f"{start:#x}-{end:#x}\n{trace}")
+    assert result.failed <= 1 and result.succeeded + result.failed == N, (
+        f"one failed split made {result.failed} of {N} allocations fail\n{trace}")
+    assert delta[SPLITS] >= 1, f"no refill split after the failed one\n{trace}"
+    assert delta["DirectMap4k"] == KB_PER_PMD * delta[SPLITS], (
+        f"DirectMap4k rose by {delta['DirectMap4k']} kB for {delta[SPLITS]} splits\n{trace}")
+    check_pte_mapped(trace, figures, result.succeeded)

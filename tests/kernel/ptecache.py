@@ -40,6 +40,7 @@ class OpResult:
     requested: int
     succeeded: int
     failed: int
+    nonzero: int | None = None  # alloc_zero: pages that were not zero (drivers since v2)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Trace:
     results: list[OpResult] = field(default_factory=list)
     addrs: list[int] = field(default_factory=list)
     maps: dict[str, DirectMap] = field(default_factory=dict)  # ``map LABEL`` steps
+    injections_left: list[int] = field(default_factory=list)  # ``failcpa off`` steps
 
     def __str__(self) -> str:
         lines = [f"ptm trace of: {self.command}"]
@@ -59,11 +61,13 @@ class Trace:
             row = " ".join(f"{s.values.get(key, '-'):>9}" for s in self.states)
             lines.append(f"  {key:<26}{row}")
         lines += [f"  {r.op} {r.arg}: requested {r.requested} succeeded {r.succeeded} "
-                  f"failed {r.failed}" for r in self.results]
+                  f"failed {r.failed}" + ("" if r.nonzero is None else f" nonzero {r.nonzero}")
+                  for r in self.results]
         return "\n".join(lines)
 
 
-_RESULT = re.compile(r"^result (\S+) (\S+) requested (\d+) succeeded (\d+) failed (\d+)$")
+_RESULT = re.compile(
+    r"^result (\S+) (\S+) requested (\d+) succeeded (\d+) failed (\d+)(?: nonzero (\d+))?$")
 
 
 def parse_trace(command: str, output: str) -> Trace:
@@ -73,8 +77,11 @@ def parse_trace(command: str, output: str) -> Trace:
             pairs = (item.split("=", 1) for item in line.split()[1:])
             trace.states.append(State({k: int(v) for k, v in pairs}))
         elif match := _RESULT.match(line):
-            op, arg, *numbers = match.groups()
-            trace.results.append(OpResult(op, arg, *map(int, numbers)))
+            op, arg, requested, succeeded, failed, nonzero = match.groups()
+            trace.results.append(OpResult(op, arg, int(requested), int(succeeded), int(failed),
+                                          None if nonzero is None else int(nonzero)))
+        elif line.startswith("failcpa left "):
+            trace.injections_left.append(int(line.split()[2]))
         elif line.startswith("addr "):
             trace.addrs.append(int(line.split()[1], 16))
         elif line.startswith("map "):

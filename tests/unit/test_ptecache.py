@@ -61,3 +61,11 @@ def test_ptm_keeps_map_snapshots_on_the_session():
     session = FakeSession(MAP_OUTPUT)
     ptecache.ptm(session, "map before map after")
     assert session.direct_maps["after"] == [[0, 0x400000, "pte"]]
+
+
+def test_parse_zeroed_result_and_injections():
+    trace = ptecache.parse_trace("ptm x", "result alloc_zero 8 requested 8 succeeded 8 failed 0 "
+                                          "nonzero 3\nfailcpa left 0\nfailcpa left 1\n")
+    assert trace.results == [ptecache.OpResult("alloc_zero", "8", 8, 8, 0, 3)]
+    assert trace.injections_left == [0, 1]
+    assert "nonzero 3" in str(trace)
