@@ -168,8 +168,8 @@ def test_put_get_byte_identical(guest, tmp_path):
 
 def test_command_timeout_breaks_guest(guest):
     start = time.monotonic()
-    with pytest.raises(GuestTimeout, match=r"timed out after 0\.4s") as info:
-        guest.run("echo so far; sleep 10", timeout=0.4)
+    with pytest.raises(GuestTimeout, match=r"timed out after 0\.2s") as info:
+        guest.run("echo so far; sleep 10", timeout=0.2)
     assert time.monotonic() - start < 5
     assert "kernel log tail" in str(info.value)
     assert "--- command output (tail) ---\nso far\n" in str(info.value)  # read from the guest
@@ -178,7 +178,16 @@ def test_command_timeout_breaks_guest(guest):
 
 
 def test_lost_connection_is_guest_gone(guest, sshd):
-    threading.Timer(0.5, sshd.close).start()
+    running = threading.Event()  # the server goes away once the command runs
+    serve = sshd._exec
+
+    def exec_and_tell(channel: paramiko.Channel, command: str) -> None:
+        if "sleep 10" in command:
+            running.set()
+        serve(channel, command)
+
+    sshd._exec = exec_and_tell
+    threading.Thread(target=lambda: running.wait(10) and sshd.close(), daemon=True).start()
     with pytest.raises(GuestGone, match="closed"):
         guest.run("sleep 10", timeout=20)
 
@@ -199,9 +208,9 @@ def test_sshd_never_up_times_out_within_deadline(keys):
     try:
         start = time.monotonic()
         with pytest.raises(GuestTimeout) as info:
-            ssh.SshGuest.connect(server.port, host_key_of(keys[0]), keys[1], timeout=0.8,
+            ssh.SshGuest.connect(server.port, host_key_of(keys[0]), keys[1], timeout=0.3,
                                  context=lambda: "kernel log tail")
-        assert 0.8 <= time.monotonic() - start < 1.8
+        assert 0.3 <= time.monotonic() - start < 1.3
         text = str(info.value)
         assert "waiting for the guest's sshd on [127.0.0.1]:" in text
         assert "last error" in text and "kernel log tail" in text
@@ -254,9 +263,9 @@ def test_wrap_keeps_serial_semantics():
 def test_output_sent_only_when_the_command_ends(guest, sshd):
     """Nothing crosses the connection while a command runs (a quiet guest for readings)."""
     start = time.monotonic()
-    result = guest.run("echo early; sleep 0.3; echo late")
+    result = guest.run("echo early; sleep 0.1; echo late")
     assert result.output == "early\nlate\n"
-    assert sshd.first_output[-1] - start >= 0.3
+    assert sshd.first_output[-1] - start >= 0.1
     assert not sshd.output_files_left()
 
 
@@ -272,5 +281,5 @@ def test_output_is_byte_exact_and_handed_on(guest):
 def test_a_timeout_hands_on_what_the_command_wrote(guest):
     pieces: list[bytes] = []
     with pytest.raises(GuestTimeout):
-        guest.run("echo so far; sleep 10", timeout=0.4, sink=pieces.append)
+        guest.run("echo so far; sleep 10", timeout=0.2, sink=pieces.append)
     assert b"".join(pieces) == b"so far\n"
