@@ -168,6 +168,9 @@ def no_environment(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # not a kernel tree
 
 
+PARSER = cli.parser()
+
+
 class Handed(Exception):
     """Raised by the stand-ins below: the command got as far as handing its options on."""
 
@@ -204,6 +207,7 @@ def capture(monkeypatch) -> dict[str, Any]:
     monkeypatch.setattr(bisect, "main", lambda tree, good, bad, chosen, *rest: grab(chosen))
     monkeypatch.setattr(mutate, "run_one", lambda mutant, chosen, *rest: grab(chosen))
     monkeypatch.setattr(run.pytest, "main", pytest_main)
+    monkeypatch.setattr(cli, "parser", lambda: PARSER)  # built once (parse_args leaves it as is)
     return seen
 
 
@@ -220,7 +224,7 @@ def test_run_hands_its_options_to_the_plugin(monkeypatch, tmp_path):
     # sessions' (pytest keeps the newest three)
     monkeypatch.setenv("PYTEST_ADDOPTS", f"--basetemp={tmp_path / 'inner'}")
     flags = [part for name in OPTIONS for part in argv(name)]
-    expected = cli.options_from(cli.parser().parse_args(["run", *flags]))
+    expected = cli.options_from(PARSER.parse_args(["run", *flags]))
     try:
         assert cli.main(["run", *flags, "--results", str(tmp_path / "r")]) == 0
     finally:
@@ -228,9 +232,6 @@ def test_run_hands_its_options_to_the_plugin(monkeypatch, tmp_path):
     picked = replace(Options(), **options.check_mapping(json.loads(out.read_text()), "seen"))
     assert picked == expected and picked.cpu == "qemu64"
     assert all(getattr(picked, name) != getattr(Options(), name) for name in OPTIONS)
-
-
-PARSER = cli.parser()
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -273,7 +274,7 @@ def test_command_line_of_each_command(command, name, monkeypatch, tmp_path, reac
     reaches(seen["options"], name)
     if command == "bisect":  # and what every step's `pte-harness run` reads back
         step = bisect.step_arguments(seen["options"], None, tmp_path)
-        reaches(cli.options_from(cli.parser().parse_args(["run", *step])), name)
+        reaches(cli.options_from(PARSER.parse_args(["run", *step])), name)
 
 
 @pytest.mark.parametrize("name", offered("build"))
@@ -310,7 +311,7 @@ def test_matrix_cell_and_its_command_line(name, tmp_path, reaches):
     cell = matrix.load(path).cells[0]
     reaches(cell.options, name)
     args = cell.run_args(tmp_path)  # what the cell's `pte-harness run` gets
-    reaches(cli.options_from(cli.parser().parse_args(["run", *args])), name)
+    reaches(cli.options_from(PARSER.parse_args(["run", *args])), name)
 
 
 @pytest.mark.parametrize("name", OPTIONS)
