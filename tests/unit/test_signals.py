@@ -24,6 +24,7 @@ class FakeSession:
         self.child.wait()
     def run(self, command, timeout=None, sink=None):
         import time
+        print("running", flush=True)
         time.sleep(1000)
 
 pipeline.prepare = lambda options, programs=(): None
@@ -50,7 +51,7 @@ def test_sigterm_stops_the_guest_and_exits_interrupted(tmp_path: Path):
     assert line.startswith("child "), (line, errors.read_text())
     child = int(line.split()[1])
     try:
-        time.sleep(0.2)
+        assert process.stdout.readline() == "running\n"  # inside the session
         os.kill(process.pid, signal.SIGTERM)
         status = process.wait(timeout=20)
         deadline = time.monotonic() + 5
