@@ -186,8 +186,13 @@ def test_lost_connection_is_guest_gone(guest, sshd):
             running.set()
         serve(channel, command)
 
+    def close_while_running() -> None:
+        if running.wait(10):
+            time.sleep(0.2)  # the exec request acknowledged: not "failed starting"
+            sshd.close()
+
     sshd._exec = exec_and_tell
-    threading.Thread(target=lambda: running.wait(10) and sshd.close(), daemon=True).start()
+    threading.Thread(target=close_while_running, daemon=True).start()
     with pytest.raises(GuestGone, match="closed"):
         guest.run("sleep 10", timeout=20)
 
