@@ -16,7 +16,7 @@ import yaml
 
 from harness.guest import transport, vm
 from harness.kernel import source
-from harness.errors import UsageError
+from harness.errors import TreeError, UsageError
 
 PROJECT_ROOT = Path(os.environ.get("PTE_HARNESS_ROOT") or Path(__file__).resolve().parent.parent)
 KCONFIG_DIR = PROJECT_ROOT / "kconfigs"
@@ -26,6 +26,7 @@ GUEST_SOURCES = PROJECT_ROOT / "guest-src"
 DEFAULT_SERIES = "auto"
 BASE_FRAGMENT = "base.config"
 FEATURE_FRAGMENTS = ("pte-mapped.config", "debug.config")
+SERIES_FRAGMENT = "tests.config"  # in a series directory: options its tests need on that release
 NUMA_FRAGMENT, HOTPLUG_FRAGMENT = "numa.config", "hotplug.config"
 TRANSPORTS = tuple(transport.TRANSPORTS)
 FEATURE_MARKER = "config ARCH_WANTS_PTE_MAPPED_CACHE"  # in mm/Kconfig of a tree with the series
@@ -151,10 +152,24 @@ class Options:
 
     def default_fragments(self) -> tuple[str, ...]:
         """Fragments after base.config unless --no-default-kconfig: the feature's, when a
-        series is applied or the tree carries it."""
-        if self.default_kconfig and (self.series != "none" or self.tree_carries_series()):
-            return FEATURE_FRAGMENTS
-        return ()
+        series is applied or the tree carries it, then the series' own SERIES_FRAGMENT
+        (what its tests need on that release, e.g. an option older kernels lack)."""
+        if not self.default_kconfig or (self.series == "none" and not self.tree_carries_series()):
+            return ()
+        own = self.series_fragment()
+        return FEATURE_FRAGMENTS + ((str(own),) if own else ())
+
+    def series_fragment(self) -> Path | None:
+        """The applied series' SERIES_FRAGMENT; for a tree that carries the series, that of
+        the project's series for the tree's release (patches/v<release>), if any."""
+        try:
+            series = self.series_dir()
+            if series is None and self.tree_carries_series():
+                series = PATCH_DIR / f"v{source.release(source.parse_spec(self.tree))}"
+        except (UsageError, TreeError):  # reported where the series is applied
+            return None
+        own = series / SERIES_FRAGMENT if series else None
+        return own if own and own.is_file() else None
 
     def topology_fragments(self) -> tuple[str, ...]:
         """What a guest of this shape needs in its kernel (see kconfigs/)."""

@@ -7,6 +7,10 @@ the JSON summary) carries the numbers.
 
 from __future__ import annotations
 
+import re
+
+import pytest
+
 from tests.kernel.ptecache import (CACHED, KB_PER_PMD, KPF_PGTABLE, SPLITS, Trace, flagged_pfns,
                                    grouping_bound, ptm)
 
@@ -261,6 +265,23 @@ def cpa_text(session) -> tuple[int, int]:
     return starts[0], min(ends)
 
 
+def require_stack_filter(session) -> None:
+    """fail_page_alloc's stack filter: on x86_64 Kconfig allows it from Linux 6.2 (before,
+    it depends on !X86_64), so an older kernel cannot run the CPA-failure check; a newer
+    one without it was built without the series' tests.config, which is an error."""
+    release = session.run("cat /proc/sys/kernel/osrelease", timeout=30).output.strip()
+    present = session.run("test -e /sys/kernel/debug/fail_page_alloc/require-start",
+                          timeout=30).status == 0
+    if present:
+        return
+    major, minor = (int(n) for n in re.match(r"(\d+)\.(\d+)", release).groups())
+    if (major, minor) < (6, 2):
+        pytest.skip(f"Linux {release} cannot filter fault injection by stack on x86_64 "
+                    "(FAULT_INJECTION_STACKTRACE_FILTER depends on !X86_64 before 6.2)")
+    raise AssertionError(f"Linux {release} has no fail_page_alloc/require-start: build it "
+                         "with FAULT_INJECTION_STACKTRACE_FILTER (patches/v6.12/tests.config)")
+
+
 def check_cpa_failure(session, figures):
     """A split of the direct map that fails leaves nothing half done: the page-table page
     CPA allocates for the split is made to fail once (fail_page_alloc, only for an
@@ -268,6 +289,7 @@ def check_cpa_failure(session, figures):
     page handed out is 4K-mapped in the dump, at most the one request that hit the
     failure fails, each 2M split is a 2 MiB rise of DirectMap4k, and later refills split
     as usual."""
+    require_stack_filter(session)
     start, end = cpa_text(session)
     trace = ptm(session, f"drop state failcpa {start:#x} {end:#x} alloc {N} failcpa off "
                          "state addrs map after")

@@ -71,8 +71,11 @@ def test_release_of_git_tree_reads_makefile_at_ref(fake_tree):
 def test_ssh_adds_net_fragment_last():
     serial = options.Options().fragment_paths()
     ssh = options.Options(transport="ssh").fragment_paths()
-    assert [p.name for p in serial] == ["base.config", "pte-mapped.config", "debug.config"]
-    assert [p.name for p in ssh] == ["base.config", "pte-mapped.config", "debug.config", "net.config"]
+    # debian:6.12 gets patches/v6.12, whose tests.config follows the feature's fragments
+    feature = ["base.config", "pte-mapped.config", "debug.config", "tests.config"]
+    assert [p.name for p in serial] == feature
+    assert serial[-1] == options.PATCH_DIR / "v6.12" / "tests.config"
+    assert [p.name for p in ssh] == [*feature, "net.config"]
     assert [p.name for p in options.Options(series="none", transport="ssh").fragment_paths()] == \
         ["base.config", "net.config"]
 
@@ -109,8 +112,11 @@ def test_tree_that_carries_the_series_gets_none_and_the_feature_fragments(fake_t
     _carry_feature(fake_tree)
     carried = options.Options(tree=str(fake_tree))
     assert carried.series_dir() is None
-    assert carried.default_fragments() == options.FEATURE_FRAGMENTS
-    assert options.Options(tree=str(fake_tree), series="none").default_fragments() == options.FEATURE_FRAGMENTS
+    # ... and the fragment of the project's series for its release (a 6.12 tree here)
+    own = str(options.PATCH_DIR / "v6.12" / options.SERIES_FRAGMENT)
+    assert carried.default_fragments() == (*options.FEATURE_FRAGMENTS, own)
+    assert options.Options(tree=str(fake_tree), series="none").default_fragments() == \
+        (*options.FEATURE_FRAGMENTS, own)
 
 
 def test_tree_defaults_to_a_kernel_tree_in_the_current_directory(fake_tree, tmp_path, monkeypatch):
@@ -149,3 +155,11 @@ def test_pytest_surface_leaves_timeout_to_pytest_timeout():
     assert "--command-timeout" in pytest_flags and "--timeout" not in pytest_flags
     assert {"--kernel-tree", "--tree", "--guest-mem"} <= pytest_flags  # other aliases stay
     assert "--timeout" in {f for a in on_cli._actions for f in a.option_strings}
+
+
+def test_a_series_without_its_own_fragment_adds_none(tmp_path):
+    (tmp_path / "series").write_text("")
+    names = [p.name for p in options.Options(series=str(tmp_path)).fragment_paths()]
+    assert names == ["base.config", "pte-mapped.config", "debug.config"]
+    (tmp_path / "tests.config").write_text("CONFIG_X=y\n")
+    assert options.Options(series=str(tmp_path)).fragment_paths()[-1] == tmp_path / "tests.config"
