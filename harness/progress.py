@@ -13,8 +13,10 @@ import os
 import sys
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
+if TYPE_CHECKING:  # imported when a bar is shown: every command starts faster without it
+    from tqdm import tqdm
 
 LOG = logging.getLogger("pte_harness")
 VERBOSITY_ENV = "PTE_HARNESS_VERBOSITY"  # passed on to the harness's own child processes
@@ -88,6 +90,8 @@ class Stage:
         self.start = time.monotonic()
         self.bar: tqdm | None = None
         if live():
+            from tqdm import tqdm
+
             self.bar = tqdm(total=total, desc=name, unit=unit, unit_scale=unit_scale,
                             leave=False, dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
 

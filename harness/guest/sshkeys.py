@@ -12,12 +12,12 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-
-import paramiko
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typing import TYPE_CHECKING
 
 from harness.errors import BuildError, UsageError
+
+if TYPE_CHECKING:  # paramiko is imported where a key is used: only ssh boots pay for it
+    import paramiko
 
 KEY_TYPE = "ssh-ed25519"
 HOST_KEY_NAME = "dropbear_ed25519_host_key"
@@ -32,6 +32,8 @@ class HostKey:
     public: str
 
     def pkey(self) -> paramiko.PKey:
+        import paramiko
+
         return paramiko.Ed25519Key(data=base64.b64decode(self.public.split()[1]))
 
 
@@ -53,6 +55,10 @@ class ClientKey:
 
 def new_client_key() -> ClientKey:
     """A fresh ed25519 key pair (never written to disk by the harness)."""
+    import paramiko
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     text = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
         serialization.NoEncryption()).decode()

@@ -20,7 +20,6 @@ import pexpect.fdpexpect
 from harness.errors import UsageError
 from harness.guest import sshkeys, vm
 from harness.guest.serial import CommandResult, Guest, Sink
-from harness.guest.ssh import SshGuest, known_host
 from harness.guest.sshkeys import ClientKey, HostKey
 from harness.progress import say
 
@@ -185,6 +184,8 @@ class Ssh:
                 context: Callable[[], str], log: TextIO) -> Channel:
         if host_key is None or plan.client_key is None:
             raise UsageError("the ssh transport needs an image built for it (a host key)")
+        from harness.guest.ssh import SshGuest  # paramiko: imported only for ssh boots
+
         return SshGuest.connect(forwarded_port(qemu.config), host_key, plan.client_key, timeout,
                                 alive=lambda: qemu.exited() is None, context=context, log=log)
 
@@ -194,6 +195,8 @@ class Ssh:
         host key, with this boot's client key in a private temporary directory."""
         if shutil.which("ssh") is None:
             raise UsageError("ssh not found: install openssh-client")
+        from harness.guest.ssh import known_host
+
         with start() as session, \
                 tempfile.TemporaryDirectory(prefix="pte-harness-ssh-") as tmp:
             if print_qemu:

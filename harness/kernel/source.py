@@ -18,8 +18,6 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
 from harness.cache import sha256_file, sha256_text, subdir
 from harness.progress import Stage, say
 from harness.errors import TreeError
@@ -237,6 +235,8 @@ def download(url: str, sha256: str, timeout: float = 60.0) -> Path:
     if target.is_file() and sha256_file(target) == sha256:
         return target
     partial = target.with_name(target.name + ".part")
+    import requests  # here: only a download needs it, and every command starts faster
+
     try:
         with requests.get(url, stream=True, timeout=timeout) as response:
             response.raise_for_status()
