@@ -1,12 +1,99 @@
-"""Shared fixtures: unit tests get a private cache directory."""
+"""Shared fixtures: unit tests get a private cache directory; no test leaves a process
+running (QEMU, make, or anything else a test started)."""
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 DATA = Path(__file__).parent / "data"
+UNIT = Path(__file__).parent / "unit"
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Make this pytest the subreaper of what its tests start: a process orphaned by a
+    test (QEMU whose harness died, say) becomes our child instead of init's, so the checks
+    below see it."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def children(pid: int) -> set[int]:
+    """Children of ``pid`` from /proc/PID/task/*/children (empty once it is gone)."""
+    found: set[int] = set()
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found.update(int(n) for n in (task / "children").read_text().split())
+    except OSError:
+        pass
+    return found
+
+
+def living(pid: int) -> str | None:
+    """The command line of ``pid``, or None if it is gone or a zombie."""
+    try:
+        if (Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1]).startswith("Z"):
+            return None
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace").strip()
+    except (OSError, IndexError):
+        return None
+
+
+def descendants(root: int | None = None) -> dict[int, str]:
+    """Living (not zombie) descendants of ``root`` (this process): pid -> command line.
+    Zombies are walked through: a child read before it was reparented to us."""
+    found: set[int] = set()
+    frontier = {root or os.getpid()}
+    while frontier:
+        frontier = {c for pid in frontier for c in children(pid)} - found
+        found |= frontier
+    return {pid: command for pid in sorted(found) if (command := living(pid)) is not None}
+
+
+def leftovers(wait: float) -> dict[int, str]:
+    """Descendants still running after up to ``wait`` seconds (a process being stopped
+    gets that long); they are then killed, so that one leak is reported once."""
+    deadline, empty = time.monotonic() + wait, 0
+    while empty < 2:  # twice: one look can miss a process being forked
+        left = descendants()
+        empty = 0 if left else empty + 1
+        if left and time.monotonic() > deadline:
+            break
+        if left:
+            time.sleep(0.02)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left(request: pytest.FixtureRequest):
+    """A unit test ends with no process of its own still running. (Kernel and integration
+    tests share booted guests across tests: checked once, at the end of the session.)"""
+    yield
+    if UNIT in request.node.path.parents:
+        left = leftovers(wait=2.0)
+        assert not left, f"processes left running by the test (now killed): {left}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No QEMU, make or other process outlives the session's fixtures."""
+    left = leftovers(wait=5.0)
+    if left:
+        session.config.get_terminal_writer().line(
+            f"processes left running by the tests (now killed): {left}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

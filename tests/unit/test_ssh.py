@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -37,6 +38,7 @@ class FakeSshd(paramiko.ServerInterface):
         self.first_output: list[float] = []  # when each exec sent its first byte
         self.commands: list[str] = []
         self.transports: list[paramiko.Transport] = []
+        self.processes: list[subprocess.Popen] = []
         self.stopping = False
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -63,6 +65,10 @@ class FakeSshd(paramiko.ServerInterface):
         self.sock.close()
         for transport in self.transports:
             transport.close()
+        for process in self.processes:  # a command whose client went away, like sshd's
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
     def get_allowed_auths(self, username: str) -> str:
         return "publickey"
@@ -86,7 +92,9 @@ class FakeSshd(paramiko.ServerInterface):
     def _exec(self, channel: paramiko.Channel, command: str) -> None:
         self.commands.append(command)
         process = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   start_new_session=True)
+        self.processes.append(process)
 
         def feed() -> None:
             try:
@@ -114,9 +122,10 @@ class FakeSshd(paramiko.ServerInterface):
                     first = False
                 channel.sendall(data)
             threads[1].join()
-            channel.send_exit_status(process.wait())
+            status = process.wait()
+            channel.send_exit_status(status if status >= 0 else 128 - status)
         except OSError:  # the client went away (a timeout test closes the connection)
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         channel.close()
 
