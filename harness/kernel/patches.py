@@ -120,7 +120,8 @@ def apply_series(tree: KernelTree, series: Series, dest: Path) -> KernelTree:
                 raise PatchError(
                     f"patch {patch.path} does not apply to {tree.spec} ({tree.version})",
                     "\n".join(problems) + "\n--- patch output ---\n" + (result.stdout + result.stderr))
-            offsets = [line.strip() for line in result.stdout.splitlines() if "offset" in line]
+            offsets = [line.strip().rstrip(".") for line in result.stdout.splitlines()
+                       if "offset" in line]
             if offsets:  # exact context, moved lines: fine, but worth knowing
                 say(f"{patch.path.name} applies at an offset: {'; '.join(offsets)}")
             stage.advance(detail=patch.path.name)
