@@ -62,3 +62,60 @@ def test_sigterm_stops_the_guest_and_exits_interrupted(tmp_path: Path):
     finally:
         if alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+RUN_SCRIPT = """
+import sys
+from pathlib import Path
+from harness import cli
+from harness.suite import run
+
+run.SUITE = Path(sys.argv[1])  # a fake kernel suite: a "built" kernel, one test that hangs
+sys.exit(cli.main(["run", "--results", sys.argv[2]]))
+"""
+
+FAKE_SUITE = {
+    "conftest.py": """
+import pytest
+from harness.suite import plugin
+
+@pytest.fixture(scope="session")
+def kernel(pytestconfig, results_dir):
+    pytestconfig.stash[plugin.KERNEL_USED] = True
+""",
+    "test_fake.py": """
+import time
+
+def test_first(kernel):
+    pass
+
+def test_hangs(kernel):
+    open(__file__ + ".started", "w").close()
+    time.sleep(1000)
+""",
+}
+
+
+def test_sigterm_during_run_keeps_summary_and_junit(tmp_path: Path):
+    """A CI job's timeout (SIGTERM) during a test: 130, and summary.json and junit.xml
+    say what ran, the cut-off test as interrupted (not passed)."""
+    suite, results = tmp_path / "suite", tmp_path / "results"
+    suite.mkdir()
+    for name, text in FAKE_SUITE.items():
+        (suite / name).write_text(text)
+    process = subprocess.Popen([sys.executable, "-c", RUN_SCRIPT, str(suite), str(results)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not (suite / "test_fake.py.started").exists() and process.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    rest, _ = process.communicate(timeout=30)
+    assert process.returncode == 130, rest
+    from harness.suite.summary import Outcome, Summary
+    summary = Summary.read(results)
+    assert summary is not None
+    outcomes = {k.split("::")[-1]: v.outcome for k, v in summary.tests.items()}
+    assert outcomes == {"test_first": Outcome.PASSED, "test_hangs": Outcome.INTERRUPTED}
+    junit = (results / "junit.xml").read_text()
+    assert 'name="test_first"' in junit
