@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -233,3 +235,39 @@ def test_a_cells_own_values_win_over_the_environment(tmp_path, monkeypatch):
     assert (seen.transport, seen.memory) == ("ssh", "2G") == (cell.describe()["transport"],
                                                               cell.describe()["memory"])
     assert options.merge(args.config, options.given(args), environ=os.environ).memory == "1G"
+
+
+NIGHTLY_SCRIPT = """
+import sys
+from pathlib import Path
+from harness import cli
+from harness.nightly import runner
+
+marker = Path(sys.argv[3])
+def cell_command(cell, cell_dir):  # cell 'two' hangs (after saying so); the others end at once
+    body = (f"open({str(marker)!r}, 'w').close(); import time; time.sleep(1000)"
+            if cell.name == "two" else "pass")
+    return [sys.executable, "-c", body]
+runner.cell_command = cell_command
+sys.exit(cli.main(["nightly", sys.argv[1], "--results", sys.argv[2]]))
+"""
+
+
+def test_sigterm_stops_the_nightly_and_says_which_cells_ran(tmp_path):
+    """SIGTERM (a CI job's timeout) to 'pte-harness nightly' while a cell runs: 130, the
+    running cell's process group is stopped, and the summary says done / running / pending."""
+    path = write(tmp_path, "trees: {one: a, two: b, three: c}\n")
+    marker, results = tmp_path / "two-started", tmp_path / "r"
+    process = subprocess.Popen([sys.executable, "-c", NIGHTLY_SCRIPT, str(path), str(results),
+                                str(marker)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == runner.EXIT_INTERRUPTED, output
+    combined = json.loads((results / "summary.json").read_text())
+    assert not combined["finished"]
+    assert {n: c["status"] for n, c in combined["cells"].items()} == {
+        "one": "done", "two": "running", "three": "pending"}
