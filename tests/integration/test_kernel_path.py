@@ -6,7 +6,9 @@ boot it under QEMU; two build variants that fail early check the build's errors.
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -75,6 +77,59 @@ def test_command_timeout(image):
     result = harness("exec", "--timeout", "3", "--", "sleep", "30")
     assert result.returncode == 247, result.stderr
     assert "timed out after 3s" in result.stderr and "kernel log (tail)" in result.stderr
+
+
+def test_qemu_that_cannot_start_is_a_boot_error(image):
+    """A QEMU that refuses its command line (an unknown -cpu model) is a boot error (245)
+    quoting QEMU, not a hang or a traceback."""
+    result = harness("exec", "--cpu", "no-such-cpu-model", "--", "true", timeout=120)
+    assert result.returncode == 245, result.stderr
+    assert "boot error: guest went away while booting: QEMU exit status 1" in result.stderr
+    assert "unable to find CPU model 'no-such-cpu-model'" in result.stderr  # QEMU's own words
+
+
+def qemu_children(pid: int) -> list[int]:
+    """QEMU processes among the descendants of ``pid``."""
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            for child in map(int, task.read_text().split()):
+                frontier.append(child)
+                if Path(f"/proc/{child}/comm").read_text().startswith("qemu-system"):
+                    found.append(child)
+    return found
+
+
+def test_a_guest_that_stops_answering_times_out_and_qemu_is_stopped(image, tmp_path):
+    """QEMU frozen (SIGSTOP) mid-command: the guest neither answers nor crashes. The
+    command times out (247) within its deadline and the frozen QEMU is killed."""
+    process = subprocess.Popen([*HARNESS, "exec", "--timeout", "10", "--run-dir", str(tmp_path),
+                                "--", "sh", "-c", "echo started; sleep 1000"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    try:
+        assert process.stdout.readline() == "started\n"
+        qemus = qemu_children(process.pid)
+        assert len(qemus) == 1, qemus
+        os.kill(qemus[0], signal.SIGSTOP)
+        start = time.monotonic()
+        _, errors = process.communicate(timeout=120)
+        assert process.returncode == 247, errors
+        assert "timed out after 10s" in errors
+        assert time.monotonic() - start < 60
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{qemus[0]}").exists() and time.monotonic() < deadline:
+            state = Path(f"/proc/{qemus[0]}/stat").read_text().rsplit(") ", 1)[1][0]
+            if state == "Z":
+                break
+            time.sleep(0.1)
+        else:
+            assert not Path(f"/proc/{qemus[0]}").exists(), "the frozen QEMU was left running"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def test_option_that_cannot_be_set(image, tmp_path):
