@@ -24,6 +24,15 @@ def host_key_of(key: ClientKey) -> HostKey:
     return HostKey(Path("/nonexistent"), key.public_line)
 
 
+def kill_group(process: subprocess.Popen) -> None:
+    """Kill the process group a command was started in (its children too), if it is there:
+    the command may end, and its group with it, at any moment."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 class FakeSshd(paramiko.ServerInterface):
     """Listens on 127.0.0.1; drops the first ``drop`` connections (or all with drop=-1),
     like QEMU's forward while the guest's sshd is not up; runs exec requests with sh."""
@@ -66,8 +75,7 @@ class FakeSshd(paramiko.ServerInterface):
         for transport in self.transports:
             transport.close()
         for process in self.processes:  # a command whose client went away, like sshd's
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
+            kill_group(process)
             process.wait()
 
     def get_allowed_auths(self, username: str) -> str:
@@ -125,7 +133,7 @@ class FakeSshd(paramiko.ServerInterface):
             status = process.wait()
             channel.send_exit_status(status if status >= 0 else 128 - status)
         except OSError:  # the client went away (a timeout test closes the connection)
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_group(process)
             process.wait()
         channel.close()
 
