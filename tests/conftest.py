@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import descendants
+
 DATA = Path(__file__).parent / "data"
 UNIT = Path(__file__).parent / "unit"
 PR_SET_CHILD_SUBREAPER = 36
@@ -23,39 +25,6 @@ def pytest_configure(config: pytest.Config) -> None:
     below see it."""
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-def children(pid: int) -> set[int]:
-    """Children of ``pid`` from /proc/PID/task/*/children (empty once it is gone)."""
-    found: set[int] = set()
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found.update(int(n) for n in (task / "children").read_text().split())
-    except OSError:
-        pass
-    return found
-
-
-def living(pid: int) -> str | None:
-    """The command line of ``pid``, or None if it is gone or a zombie."""
-    try:
-        if (Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1]).startswith("Z"):
-            return None
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-            errors="replace").strip()
-    except (OSError, IndexError):
-        return None
-
-
-def descendants(root: int | None = None) -> dict[int, str]:
-    """Living (not zombie) descendants of ``root`` (this process): pid -> command line.
-    Zombies are walked through: a child read before it was reparented to us."""
-    found: set[int] = set()
-    frontier = {root or os.getpid()}
-    while frontier:
-        frontier = {c for pid in frontier for c in children(pid)} - found
-        found |= frontier
-    return {pid: command for pid in sorted(found) if (command := living(pid)) is not None}
 
 
 def leftovers(wait: float) -> dict[int, str]:

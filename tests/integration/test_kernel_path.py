@@ -18,6 +18,7 @@ import pytest
 
 from harness.kernel import patches, source
 from harness.options import PATCH_DIR
+from tests.processes import descendants, gone
 
 pytestmark = pytest.mark.kernel
 
@@ -88,19 +89,6 @@ def test_qemu_that_cannot_start_is_a_boot_error(image):
     assert "unable to find CPU model 'no-such-cpu-model'" in result.stderr  # QEMU's own words
 
 
-def qemu_children(pid: int) -> list[int]:
-    """QEMU processes among the descendants of ``pid``."""
-    found, frontier = [], [pid]
-    while frontier:
-        parent = frontier.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*/children"):
-            for child in map(int, task.read_text().split()):
-                frontier.append(child)
-                if Path(f"/proc/{child}/comm").read_text().startswith("qemu-system"):
-                    found.append(child)
-    return found
-
-
 def test_a_guest_that_stops_answering_times_out_and_qemu_is_stopped(image, tmp_path):
     """QEMU frozen (SIGSTOP) mid-command: the guest neither answers nor crashes. The
     command times out (247) within its deadline and the frozen QEMU is killed."""
@@ -110,7 +98,8 @@ def test_a_guest_that_stops_answering_times_out_and_qemu_is_stopped(image, tmp_p
     assert process.stdout is not None
     try:
         assert process.stdout.readline() == "started\n"
-        qemus = qemu_children(process.pid)
+        qemus = [pid for pid, command in descendants(process.pid).items()
+                 if Path(command.split()[0]).name.startswith("qemu-system")]
         assert len(qemus) == 1, qemus
         os.kill(qemus[0], signal.SIGSTOP)
         start = time.monotonic()
@@ -118,14 +107,7 @@ def test_a_guest_that_stops_answering_times_out_and_qemu_is_stopped(image, tmp_p
         assert process.returncode == 247, errors
         assert "timed out after 10s" in errors
         assert time.monotonic() - start < 60
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{qemus[0]}").exists() and time.monotonic() < deadline:
-            state = Path(f"/proc/{qemus[0]}/stat").read_text().rsplit(") ", 1)[1][0]
-            if state == "Z":
-                break
-            time.sleep(0.1)
-        else:
-            assert not Path(f"/proc/{qemus[0]}").exists(), "the frozen QEMU was left running"
+        assert gone(qemus[0], wait=10), "the frozen QEMU was left running"
     finally:
         if process.poll() is None:
             process.kill()

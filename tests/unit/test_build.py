@@ -9,7 +9,7 @@ import pytest
 from harness.kernel import build, source
 from harness.errors import UsageError
 from harness.cache import write_json_atomic
-from tests.unit.test_signals import alive
+from tests.processes import gone
 
 
 def request(tree, tmp_path, text="CONFIG_A=y\n"):
@@ -133,14 +133,11 @@ touch "$objdir/vmlinux"
 def assert_stopped(pids: Path) -> None:
     """The processes named in ``pids`` (a fake make and its child) are gone; killed if not."""
     started = [int(pid) for pid in pids.read_text().split()]
-    deadline = time.monotonic() + 5  # a SIGKILL is delivered a moment after it is sent
-    while any(alive(pid) for pid in started) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    try:
-        assert len(started) == 2 and not any(alive(pid) for pid in started)
+    try:  # a SIGKILL is delivered a moment after it is sent
+        assert len(started) == 2 and all([gone(pid, wait=5) for pid in started])
     finally:
         for pid in started:
-            if alive(pid):
+            if not gone(pid):
                 os.kill(pid, 9)
 
 

@@ -18,6 +18,7 @@ from harness import options
 from harness.errors import UsageError
 from harness.options import PROJECT_ROOT
 from harness.suite.summary import TestResult
+from tests.processes import gone
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -170,20 +171,6 @@ def test_interrupted_run_leaves_a_summary_of_what_finished(tmp_path, monkeypatch
     assert "not finished (two, three)" in (tmp_path / "r" / "report.html").read_text()
 
 
-def alive(pid: int, wait: float = 2.0) -> bool:
-    """Whether process ``pid`` still runs after up to ``wait`` seconds (zombies count as gone)."""
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().split(") ", 1)[1].startswith("Z"):
-                    return False
-        except FileNotFoundError:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def test_cell_timeout_kills_the_process_group(tmp_path, monkeypatch):
     script = ("import subprocess, sys, time; "
               "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
@@ -196,7 +183,7 @@ def test_cell_timeout_kills_the_process_group(tmp_path, monkeypatch):
     log = (tmp_path / "slow" / "run.log").read_text()
     assert "started" in log
     grandchild = int(re.findall(r"^started (\d+)$", log, re.M)[0])
-    assert not alive(grandchild)  # the grandchild died with the group
+    assert gone(grandchild, wait=2)  # the grandchild died with the group
     entry = runner.collect(cell, tmp_path / "slow", status, timed_out, 1.0)
     assert entry["verdict"] == "ERROR" and "timed out after 0.5s" in entry["error"]
 

@@ -6,8 +6,12 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
+
+from tests.processes import gone
+from tests.unit.test_plugin import FAKE_KERNEL
 
 SCRIPT = """
 import contextlib, subprocess, sys
@@ -33,14 +37,6 @@ sys.exit(cli.main(["exec", "--run-dir", sys.argv[1], "--", "true"]))
 """
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return not stat.read().split(") ", 1)[1].startswith("Z")
-    except FileNotFoundError:
-        return False
-
-
 def test_sigterm_stops_the_guest_and_exits_interrupted(tmp_path: Path):
     errors = tmp_path / "stderr"
     with errors.open("w") as err:  # a file, not a pipe: a surviving child must not hold it
@@ -54,13 +50,10 @@ def test_sigterm_stops_the_guest_and_exits_interrupted(tmp_path: Path):
         assert process.stdout.readline() == "running\n"  # inside the session
         os.kill(process.pid, signal.SIGTERM)
         status = process.wait(timeout=20)
-        deadline = time.monotonic() + 5
-        while alive(child) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not alive(child)  # the session's exit stopped it
+        assert gone(child, wait=5)  # the session's exit stopped it
         assert status == 130, errors.read_text()
     finally:
-        if alive(child):
+        if not gone(child):
             os.kill(child, signal.SIGKILL)
 
 
@@ -75,14 +68,7 @@ sys.exit(cli.main(["run", "--results", sys.argv[2]]))
 """
 
 FAKE_SUITE = {
-    "conftest.py": """
-import pytest
-from harness.suite import plugin
-
-@pytest.fixture(scope="session")
-def kernel(pytestconfig, results_dir):
-    pytestconfig.stash[plugin.KERNEL_USED] = True
-""",
+    "conftest.py": textwrap.dedent(FAKE_KERNEL),
     "test_fake.py": """
 import time
 
