@@ -156,16 +156,16 @@ class Options:
         (what its tests need on that release, e.g. an option older kernels lack)."""
         if not self.default_kconfig or (self.series == "none" and not self.tree_carries_series()):
             return ()
-        own = self.series_fragment()
+        own = self._series_fragment()
         return FEATURE_FRAGMENTS + ((str(own),) if own else ())
 
-    def series_fragment(self) -> Path | None:
-        """The applied series' SERIES_FRAGMENT; for a tree that carries the series, that of
-        the project's series for the tree's release (patches/v<release>), if any."""
+    def _series_fragment(self) -> Path | None:
+        """The applied series' SERIES_FRAGMENT; for a tree that carries the series (no series
+        applied: default_fragments has seen that it carries it), that of the project's series
+        for the tree's release (patches/v<release>), if any."""
         try:
-            series = self.series_dir()
-            if series is None and self.tree_carries_series():
-                series = PATCH_DIR / f"v{source.release(source.parse_spec(self.tree))}"
+            series = self.series_dir() or \
+                PATCH_DIR / f"v{source.release(source.parse_spec(self.tree))}"
         except (UsageError, TreeError):  # reported where the series is applied
             return None
         own = series / SERIES_FRAGMENT if series else None

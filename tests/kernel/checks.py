@@ -286,11 +286,10 @@ def require_stack_filter(session) -> None:
     """fail_page_alloc's stack filter: on x86_64 Kconfig allows it from Linux 6.2 (before,
     it depends on !X86_64), so an older kernel cannot run the CPA-failure check; a newer
     one without it was built without the series' tests.config, which is an error."""
-    release = session.run("cat /proc/sys/kernel/osrelease", timeout=30).output.strip()
-    present = session.run("test -e /sys/kernel/debug/fail_page_alloc/require-start",
-                          timeout=30).status == 0
-    if present:
+    if session.run("test -e /sys/kernel/debug/fail_page_alloc/require-start",
+                   timeout=30).status == 0:
         return
+    release = session.run("cat /proc/sys/kernel/osrelease", timeout=30).output.strip()
     major, minor = (int(n) for n in re.match(r"(\d+)\.(\d+)", release).groups())
     if (major, minor) < (6, 2):
         pytest.skip(f"Linux {release} cannot filter fault injection by stack on x86_64 "
