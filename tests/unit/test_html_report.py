@@ -1,12 +1,11 @@
-"""report.html: drawn from a combined summary and the cells' direct-map snapshots, checked in
-a real headless browser (Debian's chromium)."""
+"""report.html: drawn from a combined summary and the cells' direct-map snapshots (loaded in a
+real browser by tests/integration/test_report_browser.py)."""
 
 from __future__ import annotations
 
 import json
 
 from harness.nightly import report
-from tests import browser
 
 MIB = 1 << 20
 BEFORE = [[0, 2 * MIB, "pte"], [2 * MIB, 1024 * MIB, "pmd"]]
@@ -34,17 +33,6 @@ def test_strip_geometry():
     svg = report.strip_svg([[0, 2 * MIB, "pte"], [2 * MIB, 4 * MIB, "pmd"]], 4 * MIB, "x")
     assert svg.count('class="run"') == 2
     assert 'x="480.00" y="0" width="480.00"' in svg and report.COLOURS["pmd"] in svg
-
-
-def test_report_renders_in_chromium_with_pictures_and_no_console_errors(tmp_path):
-    page = report.write(tmp_path, combined(tmp_path))
-    text = page.read_text()
-    assert "patch 0001-&lt;x&gt;.patch does not apply" in text  # escaped
-    assert "not finished (v6.1)" in text
-    assert "4K: 12.0 MiB, 2M: 1012.0 MiB" in text
-    loaded = browser.load(page)
-    assert loaded.console == []
-    assert loaded.attribute("data-pictures-drawn") == "2"
 
 
 def test_moved_figures_are_listed(tmp_path):
