@@ -324,3 +324,17 @@ def check_cpa_failure(session, figures):
     assert delta["DirectMap4k"] == KB_PER_PMD * delta[SPLITS], (
         f"DirectMap4k rose by {delta['DirectMap4k']} kB for {delta[SPLITS]} splits\n{trace}")
     check_pte_mapped(trace, figures, result.succeeded)
+
+
+def check_fault_injection(session, figures):
+    """Cache hits go through the allocator's fault injection (should_fail_alloc_page()):
+    with every page allocation of the driving task made to fail, flagged allocations fail
+    even though the cache holds pages for them."""
+    trace = ptm(session, "alloc 1024 free all state alloc_failing 100 state")
+    cached, served = trace.states[0][CACHED], trace.results[-1]
+    figures.update(cached=cached, injected_served=served.succeeded, injected_failed=served.failed)
+    assert cached >= 100, f"the cache holds only {cached} pages to serve 100 from\n{trace}"
+    assert served.failed == 100, (
+        f"{served.succeeded} of 100 flagged allocations succeeded while fail_page_alloc "
+        f"failed every page allocation of the task: cache hits skip fault injection\n{trace}")
+    assert trace.states[1][CACHED] == cached, f"the failed allocations took cached pages\n{trace}"

@@ -3,7 +3,7 @@ PMD-mapped, even when splitting the direct map fails."""
 
 import pytest
 
-from .checks import check_cpa_failure, check_zeroed
+from .checks import check_cpa_failure, check_fault_injection, check_zeroed
 
 pytestmark = pytest.mark.kernel
 
@@ -16,3 +16,9 @@ def test_zeroed_after_poisoned_frees(guest, figures):
 def test_failed_split_hands_out_no_pmd_mapped_page(guest, figures):
     """A CPA failure during a refill leaves no page handed out that is not 4K-mapped."""
     check_cpa_failure(guest, figures)
+
+
+def test_fault_injection_reaches_cache_hits(guest, figures):
+    """A flagged allocation served from the cache still meets fault injection, so callers'
+    error paths can be tested (mm review of v1, finding 2)."""
+    check_fault_injection(guest, figures)
