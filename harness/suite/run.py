@@ -68,7 +68,7 @@ def bisect_status(pytest_status: int, summary: Summary) -> int:
     outcomes = {entry.outcome for entry in summary.tests.values()}
     if any(outcome.kernel_is_wrong for outcome in outcomes):
         return BISECT_BAD
-    if Outcome.ERROR in outcomes or not summary.kernel:
+    if Outcome.ERROR in outcomes or not summary.kernel_built:
         return BISECT_SKIP
     return BISECT_GOOD if pytest_status == pytest.ExitCode.OK else BISECT_ABORT
 
