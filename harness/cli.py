@@ -92,7 +92,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.suite import run
     return run.main(options_from(args), args.results, args.keyword, args.bisect_exit,
-                    args.exitfirst)
+                    args.exitfirst, args.kcidb_origin, args.kcidb_cell)
 
 
 def cmd_mutate(args: argparse.Namespace) -> int:
@@ -125,6 +125,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness import bench
     return bench.main(options_from(args), rounds=args.rounds, cold=not args.no_cold,
                       ssh=not args.no_ssh, shapes=not args.no_shapes)
+
+
+def add_kcidb_origin(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                     default: str = "") -> None:
+    parser.add_argument("--kcidb-origin", metavar="ORIGIN",
+                        help=f"the CI system kcidb.json names (default pte_harness{default})")
 
 
 def add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
@@ -164,6 +170,9 @@ def parser() -> argparse.ArgumentParser:
                             "judge (patch/config/build/boot), 200 misuse")
     group.add_argument("-x", "--exitfirst", action="store_true",
                        help="stop at the first failing test (pytest -x)")
+    add_kcidb_origin(group)
+    group.add_argument("--kcidb-cell", default="", metavar="NAME",
+                       help="a name the KCIDB test ids are scoped by (nightly: the cell's)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("mutate", help="run the suite on each mutant in tests/mutants/: "
                                       "KILLED or SURVIVED")

@@ -301,7 +301,8 @@ def test_a_full_disk_writing_results_is_the_harness_fault_not_the_kernel(tmp_pat
 def test_a_kernel_that_could_not_be_prepared_is_recorded_with_its_error(pytester, cache,
                                                                         fake_tree, tmp_path):
     """A series that does not apply: the summary's kernel carries the patch error and what
-    identifies it (build key, patchset hash)."""
+    identifies it (build key, patchset hash), and kcidb.json says so (issue 18)."""
+    from harness.suite import kcidb
     from tests.unit.test_patches import BAD, GOOD, write_series
     series = write_series(tmp_path / "s", [("0001-good.patch", GOOD), ("0002-bad.patch", BAD)])
     pytester.makepyfile(test_p="""
@@ -325,6 +326,10 @@ def test_a_kernel_that_could_not_be_prepared_is_recorded_with_its_error(pytester
     assert summary.kernels == {summary.kernel["id"]: summary.kernel}
     assert summary.tests["test_p.py::test_a"].kernel == summary.kernel["id"]
     assert run.bisect_status(1, summary) == run.BISECT_SKIP
+    doc = kcidb.document(summary)
+    kcidb.validate(doc)
+    assert doc["checkouts"][0]["valid"] is False and doc["builds"][0]["status"] == "FAIL"
+    assert [test["status"] for test in doc["tests"]] == ["MISS", "MISS"]
 
 
 def test_a_tree_that_is_not_there_is_recorded_without_identity(pytester, cache, tmp_path):
@@ -339,3 +344,7 @@ def test_a_tree_that_is_not_there_is_recorded_without_identity(pytester, cache, 
     assert summary is not None and summary.kernel is not None
     assert summary.kernel["error"]["kind"] == "tree" and summary.kernel["build_key"] is None
     assert summary.kernel["id"].startswith("unidentified-")
+    from harness.suite import kcidb
+    doc = kcidb.document(summary)
+    kcidb.validate(doc)
+    assert doc["builds"][0]["status"] == "ERROR" and doc["checkouts"][0]["valid"] is False
