@@ -109,7 +109,8 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 
 def cmd_nightly(args: argparse.Namespace) -> int:
     from harness.nightly import runner
-    return runner.main(args.matrix, args.results, args.shard, args.compare, args.tolerance)
+    return runner.main(args.matrix, args.results, args.shard, args.compare, args.tolerance,
+                       args.kcidb_origin)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -204,6 +205,7 @@ def parser() -> argparse.ArgumentParser:
                    help="a previous nightly summary.json: flag figures that moved beyond the tolerance")
     p.add_argument("--tolerance", type=float, help="relative tolerance for --compare (default: "
                                                    "the matrix's compare.tolerance, else 0.2)")
+    add_kcidb_origin(p)
     p.set_defaults(func=cmd_nightly)
     p = sub.add_parser("compare", help="figures that moved between two nightly summaries "
                                        "(exit 3 when any did)")

@@ -18,6 +18,7 @@ from harness import options
 from harness.errors import UsageError
 from harness.options import PROJECT_ROOT
 from harness.suite.summary import TestResult
+from tests import summaries
 from tests.processes import gone
 
 
@@ -120,13 +121,15 @@ def test_compare_flags_moves_beyond_the_tolerance():
         == "+4 (from 0)"
 
 
-def fake_run(tests: dict[str, dict], status: int = 0):
-    """A stand-in for run_cell that writes a cell summary like `pte-harness run` does."""
-    def run(cell, cell_dir):
+def fake_run(tests: dict[str, dict], status: int = 0, kernels: dict[str, dict] | None = None):
+    """A stand-in for run_cell that writes a cell summary like `pte-harness run` does (the
+    cell's kernel: ``kernels[name]``, else one built from its tree), with console logs."""
+    def run(cell, cell_dir, origin):
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / "run.log").write_text("fake\n")
-        (cell_dir / "summary.json").write_text(json.dumps({"kernel": {"version": "6.12"},
-                                                           "tests": tests[cell.name]}))
+        record = (kernels or {}).get(cell.name) or summaries.kernel(cell.tree)
+        summaries.run_summary(tests[cell.name], record, cell_dir, status).write(
+            cell_dir / "summary.json")
         return status, False
     return run
 
@@ -138,7 +141,9 @@ def test_combined_summary_report_and_exit_status(tmp_path, monkeypatch):
         "good": {"t::a": {"outcome": "passed", "seconds": 1, "figures": {"splits": 5}}},
         "bad": {"t::a": {"outcome": "failed", "seconds": 1, "message": "AssertionError: 80 splits"}},
         "broken": {"t::a": {"outcome": "error", "seconds": 0, "message": patch_error},
-                   "t::b": {"outcome": "error", "seconds": 0, "message": patch_error}}}, status=1))
+                   "t::b": {"outcome": "error", "seconds": 0, "message": patch_error}}}, status=1,
+        kernels={"broken": summaries.kernel("c", error=("patch", "patch 0001-x.patch does not "
+                                                                 "apply"))}))
     status = runner.main(path, tmp_path / "r", None, None, None)
     combined = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert status == runner.EXIT_FAIL and combined["finished"] and combined["exit_status"] == 1
@@ -148,23 +153,30 @@ def test_combined_summary_report_and_exit_status(tmp_path, monkeypatch):
     assert cells["broken"]["verdict"] == "ERROR" and "0001-x.patch" in cells["broken"]["error"]
     page = (tmp_path / "r" / "report.html").read_text()
     assert "0001-x.patch" in page and "AssertionError: 80 splits" in page
+    summaries.check_schema(tmp_path / "r" / "summary.json", runner.SCHEMA_FILE)
+    from harness.suite import kcidb
+    doc = json.loads((tmp_path / "r" / "kcidb.json").read_text())
+    kcidb.validate(doc)
+    assert {t["misc"]["cell"]: t["status"] for t in doc["tests"] if t["misc"]["nodeid"] == "t::a"} \
+        == {"good": "PASS", "bad": "FAIL", "broken": "MISS"}
 
     again = runner.main(path, tmp_path / "r2", "1/3", tmp_path / "r" / "summary.json", None)
     assert again == runner.EXIT_PASS  # only 'good', figures unchanged
-    assert json.loads((tmp_path / "r2" / "summary.json").read_text())["compare"]["moved"] == []
+    assert summaries.check_schema(tmp_path / "r2" / "summary.json",
+                                  runner.SCHEMA_FILE)["compare"]["moved"] == []
 
 
 def test_interrupted_run_leaves_a_summary_of_what_finished(tmp_path, monkeypatch):
     path = write(tmp_path, "trees: {one: a, two: b, three: c}\n")
     done = fake_run({"one": {"t::a": {"outcome": "passed", "seconds": 1}}})
 
-    def run(cell, cell_dir):
+    def run(cell, cell_dir, origin):
         if cell.name == "two":
             raise KeyboardInterrupt
-        return done(cell, cell_dir)
+        return done(cell, cell_dir, origin)
     monkeypatch.setattr(runner, "run_cell", run)
     assert runner.main(path, tmp_path / "r", None, None, None) == runner.EXIT_INTERRUPTED
-    combined = json.loads((tmp_path / "r" / "summary.json").read_text())
+    combined = summaries.check_schema(tmp_path / "r" / "summary.json", runner.SCHEMA_FILE)
     assert not combined["finished"]
     assert {n: c["status"] for n, c in combined["cells"].items()} == {
         "one": "done", "two": "running", "three": "pending"}
@@ -175,7 +187,7 @@ def test_cell_timeout_kills_the_process_group(tmp_path, monkeypatch):
     script = ("import subprocess, sys, time; "
               "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
               "print('started', child.pid, flush=True); time.sleep(60)")
-    monkeypatch.setattr(runner, "cell_command", lambda cell, cell_dir: [sys.executable, "-c", script])
+    monkeypatch.setattr(runner, "cell_command", lambda cell, cell_dir, origin: [sys.executable, "-c", script])
     cell = matrix.Cell(name="slow", options=options.Options(tree="x"), timeout=0.5)
     start = time.monotonic()
     status, timed_out = runner.run_cell(cell, tmp_path / "slow")
@@ -211,7 +223,7 @@ def test_a_cells_own_values_win_over_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("PTE_HARNESS_CACHE", str(tmp_path / "cache"))
     script = "import json, os, sys; print(json.dumps(dict(os.environ)), flush=True)"
     monkeypatch.setattr(runner, "cell_command",
-                        lambda cell, cell_dir: [sys.executable, "-c", script, *cell.run_args(cell_dir)])
+                        lambda cell, cell_dir, origin: [sys.executable, "-c", script, *cell.run_args(cell_dir)])
     status, timed_out = runner.run_cell(cell, tmp_path / "c")
     assert (status, timed_out) == (0, False)
     child_env = json.loads((tmp_path / "c" / "run.log").read_text().splitlines()[1])
@@ -231,7 +243,7 @@ from harness import cli
 from harness.nightly import runner
 
 marker = Path(sys.argv[3])
-def cell_command(cell, cell_dir):  # cell 'two' hangs (after saying so); the others end at once
+def cell_command(cell, cell_dir, origin):  # cell 'two' hangs (after saying so); the others end at once
     body = (f"open({str(marker)!r}, 'w').close(); import time; time.sleep(1000)"
             if cell.name == "two" else "pass")
     return [sys.executable, "-c", body]
@@ -258,3 +270,4 @@ def test_sigterm_stops_the_nightly_and_says_which_cells_ran(tmp_path):
     assert not combined["finished"]
     assert {n: c["status"] for n, c in combined["cells"].items()} == {
         "one": "done", "two": "running", "three": "pending"}
+

@@ -1,18 +1,20 @@
-"""summary.json's format is versioned and described by a JSON schema other tools can read
-(harness/suite/summary.schema.json): what the harness writes validates against it, and the
-version constant matches its."""
+"""summary.json's formats are versioned and described by JSON schemas other tools can read
+(harness/suite/summary.schema.json, harness/nightly/summary.schema.json): what the harness
+writes validates against them, and the version constants match theirs."""
 
 from __future__ import annotations
 
 import json
 
+from harness.nightly import runner
 from harness.suite import summary as summary_module
 from harness.suite.summary import Outcome, Summary
 from tests import summaries
 
 
 def test_versions_match_the_schema_files():
-    for constant, path in ((summary_module.SCHEMA, summary_module.SCHEMA_FILE),):
+    for constant, path in ((summary_module.SCHEMA, summary_module.SCHEMA_FILE),
+                           (runner.SCHEMA, runner.SCHEMA_FILE)):
         assert json.loads(path.read_text())["properties"]["schema"] == {"const": constant}
 
 
