@@ -108,6 +108,12 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
+    if args.merge:
+        if args.shard:
+            raise UsageError("--merge takes the shards' results, not --shard")
+        from harness.nightly import merge
+        return merge.main(args.matrix, args.merge, args.results, args.compare, args.tolerance,
+                          args.kcidb_origin)
     from harness.nightly import runner
     return runner.main(args.matrix, args.results, args.shard, args.compare, args.tolerance,
                        args.kcidb_origin)
@@ -205,7 +211,10 @@ def parser() -> argparse.ArgumentParser:
                    help="a previous nightly summary.json: flag figures that moved beyond the tolerance")
     p.add_argument("--tolerance", type=float, help="relative tolerance for --compare (default: "
                                                    "the matrix's compare.tolerance, else 0.2)")
-    add_kcidb_origin(p)
+    p.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
+                   help="run nothing: merge the results directories of the matrix's shards "
+                        "(each cell exactly once) into --results")
+    add_kcidb_origin(p, "; --merge: the shards' own")
     p.set_defaults(func=cmd_nightly)
     p = sub.add_parser("compare", help="figures that moved between two nightly summaries "
                                        "(exit 3 when any did)")

@@ -271,3 +271,129 @@ def test_sigterm_stops_the_nightly_and_says_which_cells_ran(tmp_path):
     assert {n: c["status"] for n, c in combined["cells"].items()} == {
         "one": "done", "two": "running", "three": "pending"}
 
+
+MERGE_MATRIX = """
+trees: {v6.12: "debian:6.12", v6.1: "debian:6.1"}
+configs: {feature: null, kasan: [kasan.config]}
+cells:
+  - {name: broken, tree: v6.12, series: v6.1}
+  - {name: ssh, tree: v6.12, transport: ssh, tests: direct_map}
+"""
+PATCH_ERROR = "kernel could not be prepared (patch error, exit 242): patch 0001-x.patch does not apply"
+MERGE_TESTS = {
+    "v6.12-feature": {"t.py::test_a": {"outcome": "passed", "seconds": 2, "figures": {"splits": 5}},
+                      "t.py::test_b": {"outcome": "passed", "seconds": 1, "figures": {"count": 64}}},
+    "v6.12-kasan": {"t.py::test_a": {"outcome": "crashed", "seconds": 1, "message": "KernelCrash: BUG",
+                                     "excerpt": "BUG: KASAN: use-after-free"}},
+    "v6.1-feature": {"t.py::test_a": {"outcome": "passed", "seconds": 2, "figures": {"splits": 6}}},
+    "v6.1-kasan": {"t.py::test_a": {"outcome": "error", "seconds": 60,
+                                    "message": "BootError: guest went away"}},
+    "broken": {"t.py::test_a": {"outcome": "error", "seconds": 0, "message": PATCH_ERROR}},
+    "ssh": {"t.py::test_direct_map": {"outcome": "passed", "seconds": 3, "figures": {"kb": 2048}}},
+}
+MERGE_KERNELS = {"broken": summaries.kernel("debian:6.12", error=("patch", "0001-x.patch"))}
+
+
+def essentials(combined: dict) -> dict:
+    """What a merge must reproduce of an unsharded run: per cell, its verdict, error,
+    counts, kernel and each test's result, figures and message."""
+    return {name: {key: cell.get(key) for key in ("status", "spec", "verdict", "error", "counts",
+                                                   "kernel", "tests", "transport")}
+            for name, cell in combined["cells"].items()}
+
+
+def kcidb_essentials(doc: dict) -> dict:
+    """Each KCIDB object by id, without the file URLs (the shards' files are elsewhere)."""
+    return {kind: {obj["id"]: {k: v for k, v in obj.items()
+                               if k not in ("log_url", "output_files")}
+                   for obj in doc[kind]} for kind in ("checkouts", "builds", "tests")}
+
+
+def test_three_shards_merged_are_the_unsharded_run(tmp_path, monkeypatch, capsys):
+    """A matrix run as 3 shards (3 CI jobs), the shards' results moved (as artifacts are
+    downloaded by the merging job), then merged: the same cells, verdicts, figures, KCIDB
+    objects and exit status as the same matrix run in one job."""
+    from harness import cli
+    from harness.suite import kcidb
+    path = write(tmp_path, MERGE_MATRIX)
+    monkeypatch.setattr(runner, "run_cell", fake_run(MERGE_TESTS, status=1, kernels=MERGE_KERNELS))
+    whole = runner.main(path, tmp_path / "whole", None, None, None)
+    jobs = [runner.main(path, tmp_path / "job" / f"{i}", f"{i}/3", None, None) for i in (1, 2, 3)]
+    assert whole == runner.EXIT_FAIL  # the shards: PASS and ERROR, FAIL and ERROR, PASS
+    assert jobs == [runner.EXIT_ERROR, runner.EXIT_FAIL, runner.EXIT_PASS]
+    (tmp_path / "job").rename(tmp_path / "artifacts")  # the merging job's copy of the shards
+    shards = [tmp_path / "artifacts" / f"{i}" for i in (1, 2, 3)]
+    capsys.readouterr()
+    status = cli.main(["nightly", str(path), "--merge", *map(str, shards),
+                       "--results", str(tmp_path / "merged")])
+    assert status == whole
+    unsharded = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    merged = json.loads((tmp_path / "merged" / "summary.json").read_text())
+    assert essentials(merged) == essentials(unsharded)
+    assert merged["finished"] and merged["shard"] == "1/3 + 2/3 + 3/3"
+    summaries.check_schema(tmp_path / "merged" / "summary.json", runner.SCHEMA_FILE)
+    for name, cell in merged["cells"].items():  # where the shard's cell directory is now
+        assert Path(cell["results"]).parent.parent in shards and cell["ran_in"].startswith(
+            str(tmp_path / "job"))
+    out = capsys.readouterr().out
+    assert "FAIL   v6.12-kasan" in out and "broken" in out
+
+    whole_kcidb = json.loads((tmp_path / "whole" / "kcidb.json").read_text())
+    merged_kcidb = json.loads((tmp_path / "merged" / "kcidb.json").read_text())
+    for doc in (whole_kcidb, merged_kcidb):
+        kcidb.validate(doc)
+    assert kcidb_essentials(merged_kcidb) == kcidb_essentials(whole_kcidb)
+    assert len(merged_kcidb["tests"]) == sum(len(tests) for tests in MERGE_TESTS.values())
+    for test in merged_kcidb["tests"]:  # the consoles, found where the shards are now
+        if "log_url" in test:
+            assert test["log_url"].startswith((tmp_path / "artifacts").as_uri())
+            assert Path(test["log_url"].removeprefix("file://")).is_file()
+    page = (tmp_path / "merged" / "report.html").read_text()
+    assert "BUG: KASAN" not in page and "v6.1-kasan" in page and "1/3 + 2/3 + 3/3" in page
+
+    # --compare on the merged summary: against the unsharded run nothing moved; against a
+    # run where a figure was lower, it did
+    assert cli.main(["nightly", str(path), "--merge", *map(str, shards), "--results",
+                     str(tmp_path / "m2"), "--compare", str(tmp_path / "whole")]) == whole
+    assert json.loads((tmp_path / "m2" / "summary.json").read_text())["compare"]["moved"] == []
+    unsharded["cells"]["v6.12-feature"]["tests"]["t.py::test_b"]["figures"]["count"] = 32
+    (tmp_path / "before.json").write_text(json.dumps(unsharded))
+    cli.main(["nightly", str(path), "--merge", *map(str, shards), "--results",
+              str(tmp_path / "m3"), "--compare", str(tmp_path / "before.json")])
+    moved = summaries.check_schema(tmp_path / "m3" / "summary.json",
+                                   runner.SCHEMA_FILE)["compare"]["moved"]
+    assert [(m["cell"], m["figure"], m["before"], m["after"]) for m in moved] == [
+        ("v6.12-feature", "count", 32, 64)]
+
+
+def test_a_missing_or_doubled_shard_is_an_error_naming_the_cells(tmp_path, monkeypatch, capsys):
+    from harness import cli
+    path = write(tmp_path, MERGE_MATRIX)
+    monkeypatch.setattr(runner, "run_cell", fake_run(MERGE_TESTS, kernels=MERGE_KERNELS))
+    shards = [tmp_path / f"s{i}" for i in (1, 2, 3)]
+    for i, shard in enumerate(shards, 1):
+        runner.main(path, shard, f"{i}/3", None, None)
+    names = {i: list(json.loads((s / "summary.json").read_text())["cells"]) for i, s in
+             enumerate(shards, 1)}
+    assert sorted(names[2]) == ["broken", "v6.12-kasan"]
+    capsys.readouterr()
+
+    def merge(*dirs, matrix=path) -> str:
+        status = cli.main(["nightly", str(matrix), "--merge", *map(str, dirs),
+                           "--results", str(tmp_path / "out")])
+        assert status == 240
+        return capsys.readouterr().err
+
+    assert "cells in no shard: v6.12-kasan, broken" in merge(shards[0], shards[2])
+    err = merge(shards[0], shards[1], shards[2], shards[1])
+    assert f"cells in more than one shard: broken ({shards[1]}, {shards[1]}); v6.12-kasan (" in err
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "other").mkdir()
+    other = write(tmp_path / "other", MERGE_MATRIX.replace("kasan.config", "debug.config"))
+    err = merge(*shards, matrix=other)
+    assert f"cells run with other options than {other} gives them: v6.12-kasan, v6.1-kasan" in err
+    fewer = write(tmp_path / "other", "trees: {v6.12: debian:6.12}\ncells: [{name: ssh, tree: v6.12}]\n")
+    assert "cells not in" in merge(*shards, matrix=fewer)
+    assert cli.main(["nightly", str(path), "--merge", str(tmp_path / "nope")]) == 240
+    assert "not a nightly summary.json" in capsys.readouterr().err
+    assert cli.main(["nightly", str(path), "--merge", str(shards[0]), "--shard", "1/3"]) == 240
