@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import urllib.parse
 from pathlib import Path
 
 from harness.options import PROJECT_ROOT
@@ -16,17 +17,19 @@ COMPILER = "gcc (Debian 12.2.0-14) 12.2.0"
 
 def kernel(tree: str = "debian:6.12", error: tuple[str, str] | None = None,
            fragments: tuple[str, ...] = ("base.config", "pte-mapped.config", "debug.config"),
-           built: bool | None = None) -> dict:
-    """The record of a kernel from ``tree`` with patches/v6.12: built, or stopped by
-    ``error`` (kind, message); a patch, config or build error still has its identity."""
-    key = hashlib.sha256(f"{tree} {fragments}".encode()).hexdigest()
-    record = {"id": key, "tree": tree, "series": str(SERIES), "base": "tinyconfig",
+           built: bool | None = None, series: Path = SERIES, build_log: str = "") -> dict:
+    """The record of a kernel from ``tree`` with ``series``: built, or stopped by ``error``
+    (kind, message); a patch, config or build error still has its identity."""
+    key = hashlib.sha256(f"{tree} {series} {fragments}".encode()).hexdigest()
+    tree_hash = hashlib.sha256(tree.encode()).hexdigest()
+    record = {"id": key, "tree": tree, "series": str(series), "base": "tinyconfig",
               "fragments": [str(PROJECT_ROOT / "kconfigs" / f) for f in fragments],
               "version": None, "build_key": key,
-              "tree_identity": "tarball:" + hashlib.sha256(tree.encode()).hexdigest(),
-              "patchset_hash": hashlib.sha256(b"patches").hexdigest(),
+              "tree_identity": f"git:{tree_hash[:40]}" if tree.startswith("git:")
+              else f"tarball:{tree_hash}",
+              "patchset_hash": hashlib.sha256(str(series).encode()).hexdigest(),
               "patches": ["0001-mm-add-gfp-pte-mapped.patch", "0002-mm-pte-mapped-cache.patch"],
-              "compiler": COMPILER, "build_log": f"/cache/builds/{key[:24]}/build.log"}
+              "compiler": COMPILER, "build_log": build_log or f"/cache/builds/{key[:24]}/build.log"}
     if built if built is not None else error is None:
         record.update(version="6.12.117", image=f"/cache/builds/{key[:24]}/bzImage",
                       config=f"/cache/builds/{key[:24]}/.config", build_seconds=181.5,
@@ -64,3 +67,10 @@ def check_schema(path: Path, schema_file: Path) -> dict:
     jsonschema.Draft7Validator.check_schema(schema)
     jsonschema.Draft7Validator(schema).validate(data)
     return data
+
+
+def local_path(url: str) -> Path:
+    """The file a file:// URL of kcidb.json names."""
+    parsed = urllib.parse.urlparse(url)
+    assert parsed.scheme == "file", url
+    return Path(urllib.parse.unquote(parsed.path))

@@ -121,15 +121,25 @@ def test_compare_flags_moves_beyond_the_tolerance():
         == "+4 (from 0)"
 
 
-def fake_run(tests: dict[str, dict], status: int = 0, kernels: dict[str, dict] | None = None):
-    """A stand-in for run_cell that writes a cell summary like `pte-harness run` does (the
-    cell's kernel: ``kernels[name]``, else one built from its tree), with console logs."""
+def fake_run(tests: dict[str, dict], status: int = 0, kernels: dict[str, dict] | None = None,
+             cache: Path | None = None):
+    """A stand-in for run_cell that writes a cell's summary.json and kcidb.json like
+    `pte-harness run` does (the cell's kernel: ``kernels[name]``, else one built from its
+    tree and series, with its build.log in ``cache``), with console logs."""
     def run(cell, cell_dir, origin):
+        from harness.suite import kcidb
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / "run.log").write_text("fake\n")
-        record = (kernels or {}).get(cell.name) or summaries.kernel(cell.tree)
-        summaries.run_summary(tests[cell.name], record, cell_dir, status).write(
-            cell_dir / "summary.json")
+        build_log = cache / f"{cell.name}-build.log" if cache else None
+        if build_log:
+            build_log.parent.mkdir(parents=True, exist_ok=True)
+            build_log.write_text("fake build\n")
+        record = (kernels or {}).get(cell.name) or summaries.kernel(
+            cell.tree, series=cell.options.series_dir() if cell.series != "auto" else
+            summaries.SERIES, build_log=str(build_log or ""))
+        summary = summaries.run_summary(tests[cell.name], record, cell_dir, status)
+        summary.write(cell_dir / "summary.json")
+        kcidb.write(cell_dir / "kcidb.json", kcidb.document(summary, origin, cell.name))
         return status, False
     return run
 
@@ -347,7 +357,7 @@ def test_three_shards_merged_are_the_unsharded_run(tmp_path, monkeypatch, capsys
     for test in merged_kcidb["tests"]:  # the consoles, found where the shards are now
         if "log_url" in test:
             assert test["log_url"].startswith((tmp_path / "artifacts").as_uri())
-            assert Path(test["log_url"].removeprefix("file://")).is_file()
+            assert summaries.local_path(test["log_url"]).is_file()
     page = (tmp_path / "merged" / "report.html").read_text()
     assert "BUG: KASAN" not in page and "v6.1-kasan" in page and "1/3 + 2/3 + 3/3" in page
 
@@ -397,3 +407,37 @@ def test_a_missing_or_doubled_shard_is_an_error_naming_the_cells(tmp_path, monke
     assert cli.main(["nightly", str(path), "--merge", str(tmp_path / "nope")]) == 240
     assert "not a nightly summary.json" in capsys.readouterr().err
     assert cli.main(["nightly", str(path), "--merge", str(shards[0]), "--shard", "1/3"]) == 240
+
+
+def test_the_integration_checks_hold_on_a_fake_nightly(tmp_path, monkeypatch):
+    """tests/integration/test_nightly.py (real kernels, CI) checks a matrix run as 3 shards
+    and merged; here its checks run on the same matrix with a fake `pte-harness run`, so
+    that they are known to hold of what the harness writes."""
+    from harness.nightly import merge
+    from tests.integration import test_nightly as integration
+    passed = {"outcome": "passed", "seconds": 2}
+    selected = {"tests/kernel/test_splits.py::test_grouping": {
+                    **passed, "figures": {"splits": 5, "bound": 5}},
+                "tests/kernel/test_shrinker.py::test_shrinker_scan": {
+                    **passed, "figures": {"freed": 16}}}
+    error = "kernel could not be prepared (patch error, exit 242): patch 0003-x.patch does not apply"
+    tests = {"default": selected, "git": selected,
+             "v6.1": {**selected, "tests/kernel/test_page_tables.py::test_failed_split": {
+                 "outcome": "skipped", "seconds": 0, "message": "needs Linux 6.2"}},
+             "wrong-series": {nodeid: {"outcome": "error", "message": error} for nodeid in selected},
+             "ssh": {"tests/kernel/test_splits.py::test_direct_map_accounting": passed}}
+    wrong = summaries.kernel("debian:6.12", error=("patch", "patch 0003-x.patch does not apply"),
+                             series=PROJECT_ROOT / "patches" / "v6.1")
+    monkeypatch.setattr(runner, "run_cell", fake_run(tests, kernels={"wrong-series": wrong},
+                                                     cache=tmp_path / "cache"))
+    path = integration.write_matrix(tmp_path, "git:/src/linux@v6.12")
+    shards = [tmp_path / f"shard-{index}" for index in (1, 2, 3)]
+    statuses = [runner.main(path, shard, f"{index}/3", None, None)
+                for index, shard in enumerate(shards, 1)]
+    status = merge.main(path, shards, tmp_path / "results", None, None)
+    nightly_run = {"status": status, "results": tmp_path / "results", "shards": shards,
+                   "summary": json.loads((tmp_path / "results" / "summary.json").read_text()),
+                   "shard_statuses": statuses}
+    integration.test_series_that_does_not_apply_is_an_error_naming_the_patch(nightly_run)
+    integration.test_merged_shards_have_every_cell_once(nightly_run)
+    integration.test_every_kcidb_json_validates_and_says_what_happened(nightly_run)
