@@ -208,6 +208,15 @@ def test_summary_message_is_the_preparation_error(pytester, cache, tmp_path):
     entry = json.loads((results / "summary.json").read_text())["tests"]["test_m.py::test_a"]
     assert entry["outcome"] == "error"
     assert entry["message"].startswith("kernel could not be prepared (tree error, exit 241): ")
+    # the kernel is recorded with its error, but nothing identifies it: no key
+    summary = Summary.read(results)
+    assert summary is not None and summary.kernel is not None
+    assert summary.kernel["error"]["kind"] == "tree" and summary.kernel["build_key"] is None
+    assert summary.kernel["id"].startswith("unidentified-")
+    from harness.suite import kcidb
+    doc = kcidb.document(summary)
+    kcidb.validate(doc)
+    assert doc["builds"][0]["status"] == "ERROR" and doc["checkouts"][0]["valid"] is False
 
 
 def test_an_interrupted_test_is_not_recorded_as_passed(pytester, tmp_path):
@@ -330,21 +339,3 @@ def test_a_kernel_that_could_not_be_prepared_is_recorded_with_its_error(pytester
     kcidb.validate(doc)
     assert doc["checkouts"][0]["valid"] is False and doc["builds"][0]["status"] == "FAIL"
     assert [test["status"] for test in doc["tests"]] == ["MISS", "MISS"]
-
-
-def test_a_tree_that_is_not_there_is_recorded_without_identity(pytester, cache, tmp_path):
-    pytester.makepyfile(test_t="""
-        def test_a(guest):
-            pass
-    """)
-    results = tmp_path / "results"
-    pytester.runpytest_inprocess(f"--kernel-tree={tmp_path / 'missing'}", "--series=none",
-                                 f"--results={results}")
-    summary = Summary.read(results)
-    assert summary is not None and summary.kernel is not None
-    assert summary.kernel["error"]["kind"] == "tree" and summary.kernel["build_key"] is None
-    assert summary.kernel["id"].startswith("unidentified-")
-    from harness.suite import kcidb
-    doc = kcidb.document(summary)
-    kcidb.validate(doc)
-    assert doc["builds"][0]["status"] == "ERROR" and doc["checkouts"][0]["valid"] is False
