@@ -18,7 +18,7 @@ from typing import Any
 from harness.cache import read_json, write_json_atomic
 
 SCHEMA = 3  # 2: outcome "crashed"; the "schema" key itself. 3: "kernels", a test's "kernel"
-# and "excerpt", the kernel record's identity, build and "error" fields (kernel_record)
+# and "excerpt"; a kernel record's id, identity, build and "error" fields (kernels.record)
 SCHEMA_FILE = Path(__file__).with_name("summary.schema.json")
 
 
