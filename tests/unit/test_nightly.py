@@ -441,3 +441,15 @@ def test_the_integration_checks_hold_on_a_fake_nightly(tmp_path, monkeypatch):
     integration.test_series_that_does_not_apply_is_an_error_naming_the_patch(nightly_run)
     integration.test_merged_shards_have_every_cell_once(nightly_run)
     integration.test_every_kcidb_json_validates_and_says_what_happened(nightly_run)
+
+
+def test_a_cells_run_gets_the_kcidb_origin_and_its_name(tmp_path, monkeypatch):
+    from harness import cli
+    cell = matrix.load(write(tmp_path, "cells: [{name: c1, tree: x}]\n")).cells[0]
+    (tmp_path / "c1").mkdir()
+    command = runner.cell_command(cell, tmp_path / "c1", "my_lab")
+    assert command[:4] == [sys.executable, "-m", "harness.cli", "run"]
+    seen = {}
+    monkeypatch.setattr("harness.suite.run.main", lambda *args: seen.setdefault("args", args) and 0)
+    assert cli.main(command[3:]) == 0
+    assert seen["args"][-2:] == ("my_lab", "c1")
