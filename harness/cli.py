@@ -92,7 +92,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.suite import run
     return run.main(options_from(args), args.results, args.keyword, args.bisect_exit,
-                    args.exitfirst)
+                    args.exitfirst, args.kcidb_origin, args.kcidb_cell)
 
 
 def cmd_mutate(args: argparse.Namespace) -> int:
@@ -108,8 +108,15 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
+    if args.merge:
+        if args.shard:
+            raise UsageError("--merge takes the shards' results, not --shard")
+        from harness.nightly import merge
+        return merge.main(args.matrix, args.merge, args.results, args.compare, args.tolerance,
+                          args.kcidb_origin)
     from harness.nightly import runner
-    return runner.main(args.matrix, args.results, args.shard, args.compare, args.tolerance)
+    return runner.main(args.matrix, args.results, args.shard, args.compare, args.tolerance,
+                       args.kcidb_origin)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -125,6 +132,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness import bench
     return bench.main(options_from(args), rounds=args.rounds, cold=not args.no_cold,
                       ssh=not args.no_ssh, shapes=not args.no_shapes)
+
+
+def add_kcidb_origin(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                     default: str = "") -> None:
+    parser.add_argument("--kcidb-origin", metavar="ORIGIN",
+                        help=f"the CI system kcidb.json names (default pte_harness{default})")
 
 
 def add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
@@ -164,6 +177,9 @@ def parser() -> argparse.ArgumentParser:
                             "judge (patch/config/build/boot), 200 misuse")
     group.add_argument("-x", "--exitfirst", action="store_true",
                        help="stop at the first failing test (pytest -x)")
+    add_kcidb_origin(group)
+    group.add_argument("--kcidb-cell", default="", metavar="NAME",
+                       help="a name the KCIDB test ids are scoped by (nightly: the cell's)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("mutate", help="run the suite on each mutant in tests/mutants/: "
                                       "KILLED or SURVIVED")
@@ -195,6 +211,10 @@ def parser() -> argparse.ArgumentParser:
                    help="a previous nightly summary.json: flag figures that moved beyond the tolerance")
     p.add_argument("--tolerance", type=float, help="relative tolerance for --compare (default: "
                                                    "the matrix's compare.tolerance, else 0.2)")
+    p.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
+                   help="run nothing: merge the results directories of the matrix's shards "
+                        "(each cell exactly once) into --results")
+    add_kcidb_origin(p, "; --merge: the shards' own")
     p.set_defaults(func=cmd_nightly)
     p = sub.add_parser("compare", help="figures that moved between two nightly summaries "
                                        "(exit 3 when any did)")

@@ -33,7 +33,12 @@ def build_request(options: Options) -> build.BuildRequest:
 
 def prepare(options: Options, programs: tuple[Path, ...] = ()) -> Prepared:
     """The kernel and initramfs; for ssh, with the build's host key (kept beside the build)."""
-    result = build.build(build_request(options))
+    return with_initramfs(options, build.build(build_request(options)), programs)
+
+
+def with_initramfs(options: Options, result: build.BuildResult,
+                   programs: tuple[Path, ...] = ()) -> Prepared:
+    """A built kernel with the initramfs (and, for ssh, the host key) its guests boot with."""
     host_key = transport.by_name(options.transport).host_key(result.build_dir)
     initrd = image.build_initramfs(image.ImageRequest(
         scripts=GUEST_SCRIPTS, sources=GUEST_SOURCES, programs=programs,

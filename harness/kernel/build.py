@@ -43,6 +43,18 @@ class BuildRequest:
 
 
 @dataclass(frozen=True)
+class Identity:
+    """What decides an image, known before anything is built: its key, and the parts of it
+    a report names."""
+
+    key: str
+    tree: str  # source.identify: tarball:SHA256, git:COMMIT or dir:HASH
+    patchset: str  # the series' patchset_hash(); "" without a series
+    patches: tuple[str, ...]  # the series' patch files, in order
+    compiler: str
+
+
+@dataclass(frozen=True)
 class BuildResult:
     key: str
     build_dir: Path
@@ -51,7 +63,9 @@ class BuildResult:
     log: Path
     version: str
     reused: bool
-    seconds: float
+    seconds: float  # this call's time (about 0 when reused)
+    identity: Identity
+    duration: float  # seconds the image took to build (reused: the original build's)
 
 
 def compiler_version() -> str:
@@ -66,13 +80,34 @@ def _base_identity(request: BuildRequest) -> str:
 
 
 def build_key(request: BuildRequest, tree_identity: str, series: patches.Series | None,
-              fragments: list[Fragment]) -> str:
+              fragments: list[Fragment], compiler: str | None = None) -> str:
     """Hash of everything that decides the image."""
     return sha256_text(
         RECIPE, ARCH, tree_identity, series.identity() if series else "no-series",
         _base_identity(request),
-        *(sha256_file(f.path) for f in fragments), compiler_version(),
+        *(sha256_file(f.path) for f in fragments), compiler or compiler_version(),
         repr(sorted(REPRODUCIBLE_ENV.items())))
+
+
+def _identity(request: BuildRequest, series: patches.Series | None,
+              fragments: list[Fragment]) -> Identity:
+    tree = source.identify(request.tree)
+    compiler = compiler_version()
+    return Identity(build_key(request, tree, series, fragments, compiler), tree,
+                    series.patchset_hash() if series else "",
+                    tuple(p.path.name for p in series.patches) if series else (), compiler)
+
+
+def identify(request: BuildRequest) -> Identity:
+    """The identity of the image ``request`` asks for (a TreeError or PatchError when the
+    tree or the series cannot be read), without building anything."""
+    series = patches.load_series(request.series) if request.series else None
+    return _identity(request, series, [kconfig.load_fragment(p) for p in request.fragments])
+
+
+def published(key: str) -> Path:
+    """Where the build of ``key`` publishes its image, .config, System.map and build.log."""
+    return subdir("builds") / key[:24]
 
 
 @contextmanager
@@ -104,17 +139,17 @@ def image_record(path: Path) -> dict[str, object]:
     return {"size": path.stat().st_size, "sha256": sha256_file(path, remember=False)}
 
 
-def reusable(out: Path, key: str) -> BuildResult | None:
-    """The published build of ``key`` when it is complete and its image is intact."""
+def reusable(out: Path, identity: Identity) -> BuildResult | None:
+    """The published build of ``identity`` when it is complete and its image is intact."""
     stamp = read_json(out / "harness-build.json")
     image = out / IMAGE
-    if not stamp or stamp.get("key") != key or not image.is_file():
+    if not stamp or stamp.get("key") != identity.key or not image.is_file():
         return None
     if stamp.get("image") != image_record(image):
         say(f"cached image {image} differs from the one built (size or sha256): rebuilding")
         return None
-    return BuildResult(key, out, image, out / ".config", out / "build.log", stamp["version"],
-                       True, 0.0)
+    return BuildResult(identity.key, out, image, out / ".config", out / "build.log",
+                       stamp["version"], True, 0.0, identity, float(stamp.get("seconds", 0.0)))
 
 
 def build(request: BuildRequest) -> BuildResult:
@@ -128,10 +163,10 @@ def build(request: BuildRequest) -> BuildResult:
     start = time.monotonic()
     series = patches.load_series(request.series) if request.series else None
     fragments = [kconfig.load_fragment(p) for p in request.fragments]
-    tree_identity = source.identify(request.tree)
-    key = build_key(request, tree_identity, series, fragments)
-    out = subdir("builds") / key[:24]
-    if (found := reusable(out, key)) is not None:
+    identity = _identity(request, series, fragments)
+    key, tree_identity = identity.key, identity.tree
+    out = published(key)
+    if (found := reusable(out, identity)) is not None:
         return replace(found, seconds=time.monotonic() - start)
     tree = source.resolve(request.tree)
     unclean = source.unclean_reason(tree.path)
@@ -141,7 +176,7 @@ def build(request: BuildRequest) -> BuildResult:
                          f"fix: make -C {tree.path} mrproper (or pass a tree that was never "
                          "built in place)")
     with build_lock():
-        if (found := reusable(out, key)) is not None:  # built while we waited for the lock
+        if (found := reusable(out, identity)) is not None:  # built while we waited for the lock
             return replace(found, seconds=time.monotonic() - start)
         out.mkdir(parents=True, exist_ok=True)
         (out / "harness-build.json").unlink(missing_ok=True)
@@ -178,7 +213,8 @@ def build(request: BuildRequest) -> BuildResult:
             "fragments": [str(f) for f in request.fragments], "version": tree.version,
             "objdir": str(objdir), "sync": synced.describe(), "compiled": compiled,
             "seconds": round(seconds, 1), "image": image_record(out / IMAGE)})
-    return BuildResult(key, out, out / IMAGE, out / ".config", log, tree.version, False, seconds)
+    return BuildResult(key, out, out / IMAGE, out / ".config", log, tree.version, False, seconds,
+                       identity, seconds)
 
 
 PUBLISHED = (IMAGE, ".config", "System.map")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -32,6 +33,12 @@ class Series:
     def identity(self) -> str:
         """Hash of the patch contents in order (names do not matter, contents do)."""
         return sha256_text(*(f"{p.strip}:{sha256_file(p.path)}" for p in self.patches))
+
+    def patchset_hash(self) -> str:
+        """KCIDB's patchset hash: the sha256 of each patch's sha256 (hex, newline-terminated)
+        in order, as ``sha256sum *.patch | cut -c-64 | sha256sum`` gives it."""
+        listing = "".join(f"{sha256_file(p.path)}\n" for p in self.patches)
+        return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def load_series(directory: Path) -> Series:

@@ -1,6 +1,7 @@
 """`pte-harness nightly MATRIX`: run the cells of a matrix, one results directory each, and
-keep a combined summary.json (and report.html) that tells FAIL (the kernel is wrong) from
-ERROR (could not tell: patch, build, boot, timeout), written after every cell."""
+keep a combined summary.json (and report.html, kcidb.json) that tells FAIL (the kernel is
+wrong) from ERROR (could not tell: patch, build, boot, timeout), written after every cell. The
+combined summary's format: summary.schema.json beside this module (SCHEMA)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from harness.nightly import compare, report, matrix
 from harness.cache import new_results_dir, read_json, write_json_atomic
 from harness.progress import say
 from harness.errors import UsageError
+from harness.suite import kcidb
 from harness.suite.summary import Outcome, Summary, TestResult
 
+SCHEMA = 1  # of the combined summary.json: 1, the "schema" key itself, kcidb_origin, ran_in
+SCHEMA_FILE = Path(__file__).with_name("summary.schema.json")
 PASS, FAIL, ERROR, SKIP = "PASS", "FAIL", "ERROR", "SKIP"
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_MOVED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -57,16 +61,17 @@ def _problem(run_log: Path, status: int | None, tests: dict[str, dict]) -> str |
     return said[-1].strip() if said else f"no test ran (exit status {status})"
 
 
-def cell_command(cell: matrix.Cell, cell_dir: Path) -> list[str]:
+def cell_command(cell: matrix.Cell, cell_dir: Path, origin: str = kcidb.ORIGIN) -> list[str]:
     return [sys.executable, "-m", "harness.cli", "run", *cell.run_args(cell_dir),
-            "--results", str(cell_dir)]
+            "--results", str(cell_dir), "--kcidb-origin", origin, "--kcidb-cell", cell.name]
 
 
-def run_cell(cell: matrix.Cell, cell_dir: Path) -> tuple[int | None, bool]:
+def run_cell(cell: matrix.Cell, cell_dir: Path,
+             origin: str = kcidb.ORIGIN) -> tuple[int | None, bool]:
     """Run ``pte-harness run`` for one cell, its output in run.log (and on stdout, prefixed);
     the whole process group is killed at the cell's timeout. Returns (status, timed out)."""
     cell_dir.mkdir(parents=True, exist_ok=True)
-    command = cell_command(cell, cell_dir)
+    command = cell_command(cell, cell_dir, origin)
     with (cell_dir / "run.log").open("w") as log:
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
@@ -146,20 +151,23 @@ def overall_status(combined: dict) -> int:
 
 
 def main(matrix_path: Path, results: Path | None, shard: str | None,
-         previous: Path | None, tolerance: float | None) -> int:
+         previous: Path | None, tolerance: float | None,
+         kcidb_origin: str | None = None) -> int:
     loaded = matrix.load(matrix_path)
     index, count = matrix.parse_shard(shard) if shard else (1, 1)
     cells = loaded.shard(index, count)
-    tolerances = _with_tolerance(loaded.tolerances, tolerance)
-    previous_summary = _read_summary(previous, "--compare") if previous is not None else None
+    tolerances = with_tolerance(loaded.tolerances, tolerance)
+    previous_summary = read_summary(previous, "--compare") if previous is not None else None
+    kcidb_origin = kcidb.check_origin(kcidb_origin or kcidb.ORIGIN)
     results = (results or new_results_dir(Path("results"), "nightly-")).resolve()
     results.mkdir(parents=True, exist_ok=True)
-    combined: dict[str, Any] = {"matrix": str(matrix_path.resolve()), "shard": f"{index}/{count}",
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": False,
-                "exit_status": None,
-                "cells": {cell.name: {"status": "pending", "spec": cell.describe(),
-                                      "results": str(results / "cells" / cell.name)}
-                          for cell in cells}}
+    combined: dict[str, Any] = {
+        "schema": SCHEMA, "matrix": str(matrix_path.resolve()), "shard": f"{index}/{count}",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": False,
+        "exit_status": None, "kcidb_origin": kcidb_origin,
+        "cells": {cell.name: {"status": "pending", "spec": cell.describe(),
+                              "results": str(results / "cells" / cell.name)}
+                  for cell in cells}}
     _write(results, combined)
     say(f"nightly: {len(cells)} cell(s) of {len(loaded.cells)} (shard {index}/{count}); "
         f"results in {results}")
@@ -170,7 +178,7 @@ def main(matrix_path: Path, results: Path | None, shard: str | None,
             combined["cells"][cell.name]["status"] = "running"
             _write(results, combined)
             start = time.monotonic()
-            status, timed_out = run_cell(cell, results / "cells" / cell.name)
+            status, timed_out = run_cell(cell, results / "cells" / cell.name, kcidb_origin)
             entry = collect(cell, results / "cells" / cell.name, status, timed_out,
                             time.monotonic() - start)
             combined["cells"][cell.name].update(entry)
@@ -182,6 +190,13 @@ def main(matrix_path: Path, results: Path | None, shard: str | None,
         say("nightly: interrupted; the summary lists the cells that did not finish")
         _write(results, combined)
         return EXIT_INTERRUPTED
+    combined["finished"] = True
+    return conclude(results, combined, previous, previous_summary, tolerances)
+
+
+def conclude(results: Path, combined: dict, previous: Path | None, previous_summary: dict | None,
+             tolerances: matrix.Tolerances) -> int:
+    """Compare with the previous summary (if any), set the exit status, write and print."""
     if previous_summary is not None:
         moved = compare.moved_figures(combined, previous_summary, tolerances)
         combined["compare"] = {"previous": str(previous), "tolerance": tolerances.tolerance,
@@ -189,22 +204,22 @@ def main(matrix_path: Path, results: Path | None, shard: str | None,
                                "moved": [m.as_dict() for m in moved]}
         for item in moved:
             say(f"figure moved: {item}")
-    combined["finished"] = True
     combined["exit_status"] = overall_status(combined)
     _write(results, combined)
     print(format_combined(combined))
-    print(f"results: {results / 'summary.json'}, {results / 'report.html'}")
+    print(f"results: {results / 'summary.json'}, {results / 'report.html'}, "
+          f"{results / 'kcidb.json'}")
     return combined["exit_status"]
 
 
-def _with_tolerance(tolerances: matrix.Tolerances, tolerance: float | None) -> matrix.Tolerances:
+def with_tolerance(tolerances: matrix.Tolerances, tolerance: float | None) -> matrix.Tolerances:
     """The matrix's tolerances, with the command line's relative tolerance when given."""
     if tolerance is None:
         return tolerances
     return matrix.Tolerances(tolerance, tolerances.min_change, tolerances.figures)
 
 
-def _read_summary(path: Path, option: str) -> dict:
+def read_summary(path: Path, option: str) -> dict:
     summary = read_json(path / "summary.json" if path.is_dir() else path)
     if not summary or "cells" not in summary:
         raise UsageError(f"{option} {path}: not a nightly summary.json (or a results directory "
@@ -214,10 +229,10 @@ def _read_summary(path: Path, option: str) -> dict:
 
 def compare_main(current: Path, previous: Path, tolerance: float | None) -> int:
     """`pte-harness compare CURRENT PREVIOUS`: figures of two finished nightly runs."""
-    now, before = _read_summary(current, "compare"), _read_summary(previous, "compare")
+    now, before = read_summary(current, "compare"), read_summary(previous, "compare")
     matrix_path = Path(now.get("matrix") or "")
-    tolerances = _with_tolerance(matrix.load(matrix_path).tolerances if matrix_path.is_file()
-                                 else matrix.Tolerances(), tolerance)
+    tolerances = with_tolerance(matrix.load(matrix_path).tolerances if matrix_path.is_file()
+                                else matrix.Tolerances(), tolerance)
     moved = compare.moved_figures(now, before, tolerances)
     print(f"{len(moved)} figure(s) moved by more than {tolerances.tolerance:.0%} "
           f"(and more than {tolerances.min_change:g}) from {previous} to {current}")
@@ -230,6 +245,21 @@ def _write(results: Path, combined: dict) -> None:
     combined["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json_atomic(results / "summary.json", combined)
     report.write(results, combined)
+    kcidb.write(results / "kcidb.json", kcidb_document(combined))
+
+
+def kcidb_document(combined: dict) -> dict:
+    """The KCIDB document of a nightly: every finished cell's run, read from the cell's own
+    summary.json (where a merge found it), its tests' ids scoped by the cell's name."""
+    origin = combined.get("kcidb_origin") or kcidb.ORIGIN
+    documents = []
+    for name, cell in combined["cells"].items():
+        results = Path(cell.get("results", ""))
+        summary = Summary.read(results) if cell.get("status") == "done" else None
+        if summary is not None:
+            documents.append(kcidb.document(summary, origin, name,
+                                            kcidb.relocated(cell.get("ran_in"), results)))
+    return kcidb.combine(documents)
 
 
 def format_combined(combined: dict) -> str:

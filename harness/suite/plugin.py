@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import time
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -24,15 +25,19 @@ import pytest
 
 from harness.guest import crash
 from harness import options, pipeline
+from harness.kernel import build
 from harness.errors import BootError, HarnessError, KernelCrash, UsageError
 from harness.options import Options
+from harness.suite import kernels as kernel_records
 from harness.suite.run import HandOff
 from harness.suite.summary import Outcome, Summary, TestResult
 from harness.guest.session import Session
 
 SESSIONS = pytest.StashKey[list[Session]]()
 FIGURES = pytest.StashKey[dict[str, object]]()
-KERNEL_INFO = pytest.StashKey[dict]()  # the kernel under test, for the summary
+KERNELS = pytest.StashKey[dict[str, dict]]()  # every kernel prepared: id -> its record
+KERNEL_IDS = pytest.StashKey[dict[Options, str]]()  # options -> the id of their kernel
+TEST_KERNEL = pytest.StashKey[str]()  # on a test: the id of the kernel its guests boot
 KERNEL_USED = pytest.StashKey[bool]()
 BOOT_FAILURES = pytest.StashKey[dict[tuple[Options, str], HarnessError]]()  # boot -> why
 OPTIONS = pytest.StashKey[Options]()
@@ -98,21 +103,26 @@ KernelKey = tuple  # (BuildRequest, transport): what decides the kernel and init
 @pytest.fixture(scope="session")
 def kernels(pytestconfig: pytest.Config) -> Callable[[Options], pipeline.Prepared]:
     """The built (or reused) kernel and initramfs for some options: each kernel is prepared
-    once per session; a failure fails every test that needs that kernel."""
-    prepared: dict[KernelKey, pipeline.Prepared | HarnessError] = {}
+    once per session; a failure fails every test that needs that kernel. Each kernel's
+    record (kernels.record) goes into the summary, a failed one's too."""
+    prepared: dict[KernelKey, tuple[dict, pipeline.Prepared | HarnessError]] = {}
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
 
     def get(chosen: Options) -> pipeline.Prepared:
         pytestconfig.stash[KERNEL_USED] = True
         key: KernelKey = (chosen,)  # until the request is known (finding it may fail)
         try:
-            key = (pipeline.build_request(chosen), chosen.transport)
+            request = pipeline.build_request(chosen)
+        except HarnessError as exc:
+            prepared.setdefault(key, (kernel_records.record(chosen, None, error=exc), exc))
+        else:
+            key = (request, chosen.transport)
             if key not in prepared:
                 with capture.global_and_fixture_disabled() if capture else nullcontext():
-                    prepared[key] = pipeline.prepare(chosen)  # its progress shown, not captured
-        except HarnessError as exc:
-            prepared[key] = exc
-        found = prepared[key]
+                    prepared[key] = _prepare(chosen, request)  # its progress shown, not captured
+        record, found = prepared[key]
+        pytestconfig.stash.setdefault(KERNELS, {})[record["id"]] = record
+        pytestconfig.stash.setdefault(KERNEL_IDS, {})[chosen] = record["id"]
         # Raised outside an except clause: the report then starts with our message, not
         # with the harness error's traceback ("During handling of the above exception...").
         if isinstance(found, UsageError):  # the harness was misused: no commit is to blame
@@ -125,18 +135,31 @@ def kernels(pytestconfig: pytest.Config) -> Callable[[Options], pipeline.Prepare
     return get
 
 
+def _prepare(chosen: Options, request: build.BuildRequest
+             ) -> tuple[dict, pipeline.Prepared | HarnessError]:
+    """Build (or reuse) the kernel, then its initramfs: the kernel's record and the result,
+    or the error that stopped it (one making the initramfs leaves the kernel's record clean)."""
+    start = time.monotonic()
+    try:
+        result = build.build(request)
+    except HarnessError as exc:
+        return kernel_records.record(chosen, request, error=exc,
+                                     seconds=time.monotonic() - start), exc
+    record = kernel_records.record(chosen, request, result)
+    try:
+        return record, pipeline.with_initramfs(chosen, result)
+    except HarnessError as exc:
+        return record, exc
+
+
 @pytest.fixture(scope="session")
 def kernel(pytestconfig: pytest.Config, harness_options: Options, results_dir: Path,
            kernels: Callable[[Options], pipeline.Prepared]) -> pipeline.Prepared:
     """The kernel of the session's options (the one the summary names)."""
     prepared = kernels(harness_options)
     shutil.copyfile(prepared.build.config, results_dir / "kernel.config")
-    pytestconfig.stash[KERNEL_INFO] = {
-        "tree": harness_options.tree, "series": str(harness_options.series_dir() or "none"),
-        "version": prepared.build.version,
-        "fragments": [str(p) for p in harness_options.fragment_paths()],
-        "build_key": prepared.build.key, "image": str(prepared.build.image),
-        "config": str(results_dir / "kernel.config")}
+    kernel_id = pytestconfig.stash[KERNEL_IDS][harness_options]
+    pytestconfig.stash[KERNELS][kernel_id]["config"] = str(results_dir / "kernel.config")
     return prepared
 
 
@@ -180,8 +203,13 @@ def boot(request: pytest.FixtureRequest, harness_options: Options, results_dir: 
         marker_error = str(exc)
     if marker_error is not None:
         pytest.fail(marker_error, pytrace=False)
-    kernel = (request.getfixturevalue("kernel") if chosen == harness_options
-              else kernels(chosen))
+    try:
+        kernel = (request.getfixturevalue("kernel") if chosen == harness_options
+                  else kernels(chosen))
+    finally:  # the test's kernel, a failed one's too
+        kernel_id = request.config.stash.get(KERNEL_IDS, {}).get(chosen)
+        if kernel_id:
+            request.node.stash[TEST_KERNEL] = kernel_id
 
     def start(append: str = "") -> Session:
         if (chosen, append) in failures:
@@ -224,6 +252,8 @@ class Recorder:
         self.results: dict[str, TestResult] = {}
         self.crashed: set[str] = set()  # tests whose guest crashed (KernelCrash raised)
         self.finished: set[str] = set()  # tests whose teardown was reported
+        self.kernels: dict[str, str] = {}  # test -> the id of its kernel
+        self.excerpts: dict[str, str] = {}  # test -> its kernel log's report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self._record(report)
@@ -233,6 +263,7 @@ class Recorder:
     def _record(self, report: pytest.TestReport) -> None:
         entry = self.results.setdefault(report.nodeid, TestResult())
         entry.seconds = round(entry.seconds + report.duration, 2)
+        entry.kernel = self.kernels.get(report.nodeid, entry.kernel)
         if report.when == "teardown":
             self.finished.add(report.nodeid)
         if report.failed:
@@ -242,6 +273,7 @@ class Recorder:
                 entry.outcome = Outcome.FAILED if report.when == "call" else Outcome.ERROR
             if not entry.message:
                 entry.message = _first_error_line(str(report.longrepr) if report.longrepr else "")
+            entry.excerpt = entry.excerpt or self.excerpts.get(report.nodeid, "")
         elif report.skipped and entry.outcome == Outcome.PASSED:
             entry.outcome = Outcome.SKIPPED
         props = {name: str(value) for name, value in report.user_properties}
@@ -282,10 +314,12 @@ def write_summary(config: pytest.Config, exitstatus: int | None) -> None:
             if nodeid not in recorder.finished:
                 entry.outcome = Outcome.INTERRUPTED
                 entry.message = entry.message or "the run was interrupted while this test ran"
-    Summary(kernel=config.stash.get(KERNEL_INFO, None),
+    records = config.stash.get(KERNELS, {})
+    session_kernel = config.stash.get(KERNEL_IDS, {}).get(options_from_config(config))
+    Summary(kernel=records.get(session_kernel or ""),
             transport=options_from_config(config).transport,
             finished=exitstatus is not None, exit_status=exitstatus,
-            tests=recorder.results).write(results / "summary.json")
+            tests=recorder.results, kernels=records).write(results / "summary.json")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -293,8 +327,13 @@ def pytest_runtest_makereport(item: pytest.Item,
                                call: pytest.CallInfo) -> Generator[None, Any, None]:
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
-    if call.excinfo is not None and call.excinfo.errisinstance(KernelCrash):
-        item.config.stash[RECORDER].crashed.add(item.nodeid)
+    recorder = item.config.stash[RECORDER]
+    if TEST_KERNEL in item.stash:
+        recorder.kernels[item.nodeid] = item.stash[TEST_KERNEL]
+    crashed = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(crashed, KernelCrash):
+        recorder.crashed.add(item.nodeid)
+        recorder.excerpts.setdefault(item.nodeid, crashed.detail or str(crashed))
     if report.when != "call":
         return
     sessions = item.stash.get(SESSIONS, [])
@@ -309,6 +348,7 @@ def pytest_runtest_makereport(item: pytest.Item,
         if findings:
             text = crash.report(findings)
             report.sections.append((f"kernel log reports (boot {index})", text))
+            recorder.excerpts.setdefault(item.nodeid, text)
             if report.passed:
                 report.outcome = "failed"
                 report.longrepr = (f"kernel log of boot {index} shows {findings[0].summary()}\n"

@@ -14,6 +14,7 @@ from harness.kernel import source
 from harness.cache import new_results_dir, subdir
 from harness.errors import UsageError
 from harness.options import PROJECT_ROOT, Options
+from harness.suite import kcidb
 from harness.suite.summary import Outcome, Summary
 
 SUITE = PROJECT_ROOT / "tests" / "kernel"
@@ -68,7 +69,7 @@ def bisect_status(pytest_status: int, summary: Summary) -> int:
     outcomes = {entry.outcome for entry in summary.tests.values()}
     if any(outcome.kernel_is_wrong for outcome in outcomes):
         return BISECT_BAD
-    if Outcome.ERROR in outcomes or not summary.kernel:
+    if Outcome.ERROR in outcomes or not summary.kernel_built:
         return BISECT_SKIP
     return BISECT_GOOD if pytest_status == pytest.ExitCode.OK else BISECT_ABORT
 
@@ -90,7 +91,9 @@ def _prepare_results(options: Options, results: Path | None, keyword: str | None
 
 
 def main(options: Options, results: Path | None, keyword: str | None,
-         bisect_exit: bool = False, exitfirst: bool = False) -> int:
+         bisect_exit: bool = False, exitfirst: bool = False, kcidb_origin: str | None = None,
+         kcidb_cell: str = "") -> int:
+    kcidb_origin = kcidb.check_origin(kcidb_origin or kcidb.ORIGIN)
     try:
         results, args = _prepare_results(options, results, keyword, exitfirst)
     except OSError as exc:  # the harness's own problem: never blame the kernel for it
@@ -99,9 +102,16 @@ def main(options: Options, results: Path | None, keyword: str | None,
         status = int(pytest.main(args, plugins=[HandOff(options)]))
     except OSError as exc:
         return _unwritable(f"results {exc.filename or results}", exc, bisect_exit)
-    summary = Summary.read(results) or Summary()
+    summary = Summary.read(results)
+    try:
+        if summary is not None:  # kernel tests ran
+            kcidb.write(results / "kcidb.json", kcidb.document(summary, kcidb_origin, kcidb_cell))
+    except OSError as exc:
+        return _unwritable(f"results {exc.filename or results}", exc, bisect_exit)
+    summary = summary or Summary()
     print("\n" + format_summary(summary))
-    print(f"results: {results} (junit.xml, summary.json, kernel.config, per-test console logs)")
+    print(f"results: {results} (junit.xml, summary.json, kcidb.json, kernel.config, per-test "
+          "console logs)")
     sys.stdout.flush()
     if bisect_exit:
         verdict = bisect_status(status, summary)

@@ -50,7 +50,7 @@ def test_cached_build_runs_no_make(cache, fake_tree, tmp_path, monkeypatch):
     (build_dir / build.IMAGE).write_bytes(b"imag")
     with pytest.raises(AssertionError, match="make must not run"):
         build.build(r)
-    assert build.reusable(build_dir, key) is None
+    assert build.reusable(build_dir, build.identify(r)) is None
 
 
 def test_first_errors():

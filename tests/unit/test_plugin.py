@@ -5,7 +5,8 @@ import pytest
 from harness.errors import UsageError
 from harness.options import Options
 from harness.suite import plugin, run
-from harness.suite.summary import Outcome, Summary, TestResult
+from harness.suite.summary import SCHEMA_FILE, Outcome, Summary, TestResult
+from tests import summaries
 
 
 def test_broken_build_errors_every_test_with_its_cause(pytester, cache, tmp_path):
@@ -157,7 +158,8 @@ def test_a_crash_is_told_by_its_exception_not_its_words(pytester, tmp_path):
         from harness.errors import KernelCrash
 
         def test_crash(kernel):
-            raise KernelCrash("kernel crashed while running 'x': Oops")
+            raise KernelCrash("kernel crashed while running 'x': Oops",
+                              "== Oops at console line 9: BUG: unable to handle page fault")
 
         def test_words(kernel):
             raise RuntimeError("kernel crashed, says the message only")
@@ -167,12 +169,16 @@ def test_a_crash_is_told_by_its_exception_not_its_words(pytester, tmp_path):
     """)
     results = tmp_path / "results"
     pytester.runpytest_inprocess(f"--results={results}").assert_outcomes(passed=1, failed=2)
+    summaries.check_schema(results / "summary.json", SCHEMA_FILE)
     summary = Summary.read(results)
     assert summary is not None and summary.finished
     outcomes = {k.split("::")[-1]: v.outcome for k, v in summary.tests.items()}
     assert outcomes == {"test_crash": Outcome.CRASHED, "test_words": Outcome.FAILED,
                         "test_fine": Outcome.PASSED}
     assert run.bisect_status(1, summary) == run.BISECT_BAD
+    excerpts = {k.split("::")[-1]: v.excerpt for k, v in summary.tests.items()}
+    assert excerpts == {"test_crash": "== Oops at console line 9: BUG: unable to handle page "
+                                      "fault", "test_words": "", "test_fine": ""}
 
 
 def test_usage_error_while_preparing_stops_the_session(pytester, cache, fake_tree, tmp_path):
@@ -202,6 +208,15 @@ def test_summary_message_is_the_preparation_error(pytester, cache, tmp_path):
     entry = json.loads((results / "summary.json").read_text())["tests"]["test_m.py::test_a"]
     assert entry["outcome"] == "error"
     assert entry["message"].startswith("kernel could not be prepared (tree error, exit 241): ")
+    # the kernel is recorded with its error, but nothing identifies it: no key
+    summary = Summary.read(results)
+    assert summary is not None and summary.kernel is not None
+    assert summary.kernel["error"]["kind"] == "tree" and summary.kernel["build_key"] is None
+    assert summary.kernel["id"].startswith("unidentified-")
+    from harness.suite import kcidb
+    doc = kcidb.document(summary)
+    kcidb.validate(doc)
+    assert doc["builds"][0]["status"] == "ERROR" and doc["checkouts"][0]["valid"] is False
 
 
 def test_an_interrupted_test_is_not_recorded_as_passed(pytester, tmp_path):
@@ -290,3 +305,37 @@ def test_a_full_disk_writing_results_is_the_harness_fault_not_the_kernel(tmp_pat
     assert "junit.xml cannot be written: No space left on device" in capsys.readouterr().err
     with pytest.raises(UsageError, match=r"results .*/r/junit.xml cannot be written: No space"):
         run.main(options.Options(), tmp_path / "r", None)
+
+
+def test_a_kernel_that_could_not_be_prepared_is_recorded_with_its_error(pytester, cache,
+                                                                        fake_tree, tmp_path):
+    """A series that does not apply: the summary's kernel carries the patch error and what
+    identifies it (build key, patchset hash), and kcidb.json says so (issue 18)."""
+    from harness.suite import kcidb
+    from tests.unit.test_patches import BAD, GOOD, write_series
+    series = write_series(tmp_path / "s", [("0001-good.patch", GOOD), ("0002-bad.patch", BAD)])
+    pytester.makepyfile(test_p="""
+        def test_a(guest):
+            pass
+
+        def test_b(kernel):
+            pass
+    """)
+    results = tmp_path / "results"
+    pytester.runpytest_inprocess(f"--kernel-tree={fake_tree}", f"--series={series}",
+                                 f"--results={results}").assert_outcomes(errors=2)
+    summaries.check_schema(results / "summary.json", SCHEMA_FILE)
+    summary = Summary.read(results)
+    assert summary is not None and summary.kernel is not None and not summary.kernel_built
+    assert summary.kernel["error"]["kind"] == "patch"
+    assert "0002-bad.patch does not apply" in summary.kernel["error"]["message"]
+    assert summary.kernel["build_key"] and summary.kernel["id"] == summary.kernel["build_key"]
+    assert summary.kernel["patches"] == ["0001-good.patch", "0002-bad.patch"]
+    assert len(summary.kernel["patchset_hash"]) == 64 and summary.kernel["version"] is None
+    assert summary.kernels == {summary.kernel["id"]: summary.kernel}
+    assert summary.tests["test_p.py::test_a"].kernel == summary.kernel["id"]
+    assert run.bisect_status(1, summary) == run.BISECT_SKIP
+    doc = kcidb.document(summary)
+    kcidb.validate(doc)
+    assert doc["checkouts"][0]["valid"] is False and doc["builds"][0]["status"] == "FAIL"
+    assert [test["status"] for test in doc["tests"]] == ["MISS", "MISS"]
