@@ -50,7 +50,7 @@ def document(summary: Summary, origin: str = ORIGIN, cell: str = "",
              where: Where = Path) -> dict[str, Any]:
     """The KCIDB document of one run (of one nightly ``cell``). ``where`` says where a path
     the summary records is now (the results of merged shards have moved)."""
-    kernels = list(summary.kernels.values()) + ([summary.kernel] if summary.kernel else [])
+    kernels = list(summary.kernels.values())  # the run's kernel is one of them
     checkouts = [_checkout(kernel, origin, where) for kernel in kernels]
     builds = [_build(kernel, origin, checkout["id"], where)
               for kernel, checkout in zip(kernels, checkouts)]
