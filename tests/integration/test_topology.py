@@ -4,21 +4,14 @@ test here but the first shares one (base + numa.config + hotplug.config)."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from harness.guest.hotplug import HotplugError
+from tests.kernel.ptecache import meminfo
 
 pytestmark = pytest.mark.kernel
 
 MACHINE = {"cpus": 2, "numa": 2, "hotplug": "1G"}  # 2 CPUs, 2 nodes of 512M, 1G to plug in
-
-
-def meminfo(guest, path: str = "/proc/meminfo") -> dict[str, int]:
-    """kB figures of /proc/meminfo (or a node's meminfo, whose lines start "Node N")."""
-    text = guest.run(f"cat {path}").output
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"(\w+):\s+(\d+) kB", text)}
 
 
 @pytest.mark.guest(cpus=2)

@@ -116,6 +116,12 @@ def grouping_bound(pages: int) -> int:
 KPF_PGTABLE = 26  # include/uapi/linux/kernel-page-flags.h
 
 
+def meminfo(session, path: str = "/proc/meminfo") -> dict[str, int]:
+    """kB figures of /proc/meminfo (or a node's meminfo, whose lines start "Node N")."""
+    text = session.run(f"cat {path}").output
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"(\w+):\s+(\d+) kB", text)}
+
+
 def flagged_pfns(session, bit: int) -> list[int]:
     """The page frames whose /proc/kpageflags has ``bit`` set, read in the guest by
     guest-src/kpf.c: the kernel's own page flags, which the cache does not control."""

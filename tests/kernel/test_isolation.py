@@ -4,12 +4,10 @@ memory and memory_failure(), the shape the topology tests use (one kernel for bo
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from harness.errors import GuestTimeout
-from tests.kernel.ptecache import CACHED, ptm
+from tests.kernel.ptecache import CACHED, meminfo, ptm
 
 pytestmark = pytest.mark.kernel
 
@@ -18,13 +16,6 @@ MACHINE = {"cpus": 2, "numa": 2, "hotplug": "1G", "memory": "2G"}
 PAGE = 4096
 HELD = 250_000  # pages: 1 GiB of the 2, so that some memory blocks are wholly held
 CHUNK = 1 << 24  # the driver's addresses are counted per 16 MiB, by their hex text
-
-
-def meminfo_kb(session, name: str) -> int:
-    text = session.run("cat /proc/meminfo").output
-    match = re.search(rf"^{name}:\s+(\d+) kB", text, re.M)
-    assert match, f"no {name} in /proc/meminfo:\n{text}"
-    return int(match.group(1))
 
 
 def held_per_block(session, base: int, block: int) -> dict[int, int]:
@@ -83,12 +74,12 @@ def test_poisoned_cached_page_is_never_handed_out(guest, figures):
     trace = ptm(guest, "map m alloc 4096 addrs free all state")
     victim = trace.addrs[len(trace.addrs) // 2]
     pfn = (victim - trace.maps["m"].base) // PAGE
-    before = meminfo_kb(guest, "HardwareCorrupted")
+    before = meminfo(guest)["HardwareCorrupted"]
     # memory_failure() cannot take a cached page (refcount 0, not PageBuddy): it marks it
     # poisoned, counts it and says EBUSY (the injector's write fails).
     result = guest.run(f"echo {pfn} > /sys/kernel/debug/hwpoison/corrupt-pfn")
     figures["injector_said"] = result.output.strip() or "ok"
-    assert meminfo_kb(guest, "HardwareCorrupted") - before == 4, (
+    assert meminfo(guest)["HardwareCorrupted"] - before == 4, (
         f"the page was not poisoned: {result.output}")
     cached = ptm(guest, "state").states[0][CACHED]
     taken = ptm(guest, f"alloc {cached + 512}")
