@@ -1,11 +1,18 @@
-"""KTAP as KUnit prints it (harness/guest/ktap.py): no kernel, no guest."""
+"""KTAP as KUnit prints it (harness/guest/ktap.py), and how tests/kernel/test_kunit.py finds
+the suite's cases in a series: no kernel, no guest."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 
 from harness.guest import ktap
+from harness.options import FEATURE_MARKER, PROJECT_ROOT, Options
 from tests.conftest import DATA
+from tests.kernel.test_kunit import (NO_CASES, RESULTS, KunitRun, declared_cases, patch_cases,
+                                     series_cases, source_cases)
 
 # /sys/kernel/debug/kunit/pte_mapped/results on 6.12 (lib/kunit/debugfs.c: the KTAP header
 # and the suite's, each case's log, the suite's log, the suite's result).
@@ -162,12 +169,21 @@ def test_61_log_limit_loses_result_lines_the_console_keeps():
     truncated = only(text)
     assert verdicts(truncated) == [(1, "pte_mapped_test_pte_level", "ok")]
     assert truncated.status == "ok"
-    # the kernel log has every line
+    # the kernel log has every line: the test looks there for what the file lost
     console = "\n".join(["KTAP version 1", "1..1", "    KTAP version 1",
                          "    # Subtest: pte_mapped", "    1..3",
                          "    ok 1 pte_mapped_test_pte_level", *long_case,
                          "    ok 3 pte_mapped_test_zeroed", "ok 1 pte_mapped"])
-    assert [len(c.subtests) for c in only(console).cases] == [0, 24, 0]
+    run = KunitRun(None, truncated, only(console))  # type: ignore[arg-type]
+    assert run.find("pte_mapped_test_pte_level")[1] == RESULTS
+    case, where = run.find("pte_mapped_test_orders")
+    assert where == "the kernel log" and case is not None and len(case.subtests) == 24
+    assert run.find("pte_mapped_test_zeroed")[0] is not None
+    assert run.find("pte_mapped_test_gone") == (None, "")
+    message = run.missing("pte_mapped_test_gone")
+    assert message.splitlines()[0] == (f"KUnit case pte_mapped.pte_mapped_test_gone is in "
+                                       f"neither {RESULTS} nor the kernel log")
+    assert "cases reported: pte_mapped_test_pte_level" in message
 
 
 def test_tap14_older_kernels():
@@ -239,3 +255,165 @@ def test_no_plan_and_no_result_is_an_error(text):
     assert info.value.kind == "ktap" and info.value.status == 1
     assert (text.strip().splitlines() or ["(empty)"])[0] in str(info.value)
     assert ktap.from_console(text) == []
+
+
+# A patch of the series as git format-patch writes it: the KUnit file, its Kconfig and
+# Makefile lines; the commit message and another file name cases that are not the suite's.
+KUNIT_PATCH = """\
+From 1234 Mon Sep 17 00:00:00 2001
+From: A Developer <dev@example.org>
+Subject: [PATCH v2 13/13] mm: pte_mapped: add a KUnit suite
+
+Cases such as KUNIT_CASE(not_a_case) are named here only.
+---
+ mm/Kconfig            |  8 ++++++
+ mm/Makefile           |  1 +
+ mm/pte_mapped_kunit.c | 20 ++++++++++++++
+ 3 files changed, 29 insertions(+)
+ create mode 100644 mm/pte_mapped_kunit.c
+
+diff --git a/lib/other_kunit.c b/lib/other_kunit.c
+index 1111111..2222222 100644
+--- a/lib/other_kunit.c
++++ b/lib/other_kunit.c
+@@ -10,2 +10,3 @@ static struct kunit_case other_cases[] = {
+ \tKUNIT_CASE(other_test_a),
++\tKUNIT_CASE(other_test_b),
+ \t{}
+diff --git a/mm/pte_mapped_kunit.c b/mm/pte_mapped_kunit.c
+new file mode 100644
+index 0000000..3333333
+--- /dev/null
++++ b/mm/pte_mapped_kunit.c
+@@ -0,0 +1,20 @@
++// SPDX-License-Identifier: GPL-2.0
++#include <kunit/test.h>
++
++/* KUNIT_CASE(commented_out) is not a case */
++static void pte_mapped_test_pte_level(struct kunit *test) {}
++static void pte_mapped_test_refill_splits_once(struct kunit *test) {}
++static void pte_mapped_test_orders(struct kunit *test) {}
++KUNIT_ARRAY_PARAM(orders, pte_mapped_orders, NULL);
++
++static struct kunit_case pte_mapped_test_cases[] = {
++\tKUNIT_CASE(pte_mapped_test_pte_level),
++\tKUNIT_CASE_SLOW(pte_mapped_test_refill_splits_once),
++\tKUNIT_CASE_PARAM(pte_mapped_test_orders, orders_gen_params),
++\t{}
++};
++static struct kunit_suite pte_mapped_test_suite = {
++\t.name = "pte_mapped",
++\t.test_cases = pte_mapped_test_cases,
++};
++kunit_test_suite(pte_mapped_test_suite);
+--
+2.39.5
+"""
+
+# A later patch: one case renamed (removed and added), one added; a blank context line.
+FOLLOW_UP = """\
+Subject: [PATCH] mm: pte_mapped: KUnit: test the zeroing
+---
+diff --git a/mm/pte_mapped_kunit.c b/mm/pte_mapped_kunit.c
+--- a/mm/pte_mapped_kunit.c
++++ b/mm/pte_mapped_kunit.c
+@@ -10,6 +10,7 @@ static struct kunit_case pte_mapped_test_cases[] = {
+ static struct kunit_case pte_mapped_test_cases[] = {
+ \tKUNIT_CASE(pte_mapped_test_pte_level),
+-\tKUNIT_CASE_SLOW(pte_mapped_test_refill_splits_once),
++\tKUNIT_CASE_SLOW(pte_mapped_test_refill_once),
+ \tKUNIT_CASE_PARAM(pte_mapped_test_orders, orders_gen_params),
++\tKUNIT_CASE(pte_mapped_test_zeroed),
+
+ \t{}
+--
+2.39.5
+"""
+
+CASES = ["pte_mapped_test_pte_level", "pte_mapped_test_refill_splits_once",
+         "pte_mapped_test_orders"]
+AFTER_FOLLOW_UP = ["pte_mapped_test_pte_level", "pte_mapped_test_orders",
+                   "pte_mapped_test_refill_once", "pte_mapped_test_zeroed"]
+
+
+def test_cases_from_patch_text():
+    assert patch_cases([], KUNIT_PATCH) == CASES
+    assert patch_cases(CASES, FOLLOW_UP) == AFTER_FOLLOW_UP
+    assert patch_cases([], FOLLOW_UP) == ["pte_mapped_test_refill_once", "pte_mapped_test_zeroed"]
+    assert patch_cases([], KUNIT_PATCH.replace("b/mm/", "x/y/mm/"), strip=2) == CASES
+    real = (PROJECT_ROOT / "patches/v6.12/0001-mm-introduce-__GFP_PTE_MAPPED-and-a-cache-of-pte-map"
+            ".patch")
+    assert patch_cases(["kept"], real.read_text()) == ["kept"]
+
+
+def test_cases_from_the_tree_s_own_file():
+    added = [line[1:] for line in KUNIT_PATCH.split("+++ b/mm/pte_mapped_kunit.c\n")[1]
+             .splitlines() if line.startswith("+")]
+    assert source_cases("\n".join(added)) == CASES
+
+
+def write_series(directory: Path, *patches: tuple[str, str], listed: int | None = None) -> Path:
+    directory.mkdir()
+    for name, text in patches:
+        (directory / name).write_text(text)
+    names = [name for name, _ in patches][:listed]
+    (directory / "series").write_text("# the series\n" + "".join(f"{n}\n" for n in names))
+    return directory
+
+
+def test_series_cases_in_a_fake_series_dir(tmp_path):
+    plain = "diff --git a/mm/a.c b/mm/a.c\n--- a/mm/a.c\n+++ b/mm/a.c\n@@ -1 +1 @@\n-a\n+b\n"
+    series = write_series(tmp_path / "v6.12", ("0001-a.patch", plain),
+                          ("0002-kunit.patch", KUNIT_PATCH), ("0003-more.patch", FOLLOW_UP),
+                          ("0000-cover-letter.patch", FOLLOW_UP.replace("zeroed", "cover")),
+                          listed=3)
+    assert series_cases(series) == AFTER_FOLLOW_UP
+    assert declared_cases(Options(series=str(series))) == AFTER_FOLLOW_UP
+    without = write_series(tmp_path / "v6.1", ("0001-a.patch", plain))
+    assert series_cases(without) == [] and declared_cases(Options(series=str(without))) == []
+    assert declared_cases(Options(series="v6.12")) == series_cases(PROJECT_ROOT / "patches/v6.12")
+
+
+def test_declared_cases_of_a_tree_that_carries_the_series(fake_tree):
+    (fake_tree / "mm" / "Kconfig").write_text(f"{FEATURE_MARKER}\n\tbool\n")
+    assert declared_cases(Options(tree=str(fake_tree), series="none")) == []
+    (fake_tree / "mm" / "pte_mapped_kunit.c").write_text(
+        "static struct kunit_case c[] = {\n\tKUNIT_CASE(pte_mapped_test_pte_level),\n\t{}\n};\n")
+    assert declared_cases(Options(tree=str(fake_tree))) == ["pte_mapped_test_pte_level"]
+
+
+KUNIT_MODULE = PROJECT_ROOT / "tests" / "kernel" / "test_kunit.py"
+
+
+def collect(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *args: str
+            ) -> tuple[list[str], int]:
+    """Collect tests/kernel/test_kunit.py only (nothing is built or booted): the test ids
+    and how many were deselected."""
+    for name in [n for n in os.environ if n.startswith("PTE_HARNESS_")]:
+        monkeypatch.delenv(name)
+    recorder = pytester.inline_run(str(KUNIT_MODULE), "--collect-only", "-p", "no:cacheprovider",
+                                   *args)
+    items = recorder.getcalls("pytest_collection_finish")[0].session.items
+    deselected = sum(len(call.items) for call in recorder.getcalls("pytest_deselected"))
+    return [item.name for item in items], deselected
+
+
+def test_one_test_per_case_of_the_series(pytester, monkeypatch, tmp_path):
+    series = write_series(tmp_path / "s", ("0001-kunit.patch", KUNIT_PATCH),
+                          ("0002-more.patch", FOLLOW_UP))
+    names, deselected = collect(pytester, monkeypatch, f"--series={series}")
+    assert names == [f"test_kunit[{case}]" for case in AFTER_FOLLOW_UP] and deselected == 0
+    names, _ = collect(pytester, monkeypatch, f"--series={series}", "-k", "zeroed")
+    assert names == ["test_kunit[pte_mapped_test_zeroed]"]
+
+
+def test_series_without_the_suite_has_no_test_not_a_skipped_one(pytester, monkeypatch, tmp_path):
+    series = write_series(tmp_path / "s", ("0001-a.patch", "--- a/x\n+++ b/x\n"))
+    names, deselected = collect(pytester, monkeypatch, f"--series={series}")
+    assert names == [] and deselected == 1
+    assert NO_CASES not in " ".join(names)
+
+
+def test_series_that_cannot_be_read_gives_one_failing_test(pytester, monkeypatch, tmp_path):
+    names, _ = collect(pytester, monkeypatch, f"--series={tmp_path / 'missing'}")
+    assert names == ["test_kunit[cases-unknown]"]
