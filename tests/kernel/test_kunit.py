@@ -167,7 +167,7 @@ class KunitRun:
                          f" and named {SUITE!r}?")
         else:
             if suite.status is None:
-                lines.append(f"no result line for the suite itself: its run did not finish")
+                lines.append("no result line for the suite itself: its run did not finish")
             lines.append(f"cases reported: {', '.join(c.name for c in suite.cases) or 'none'}")
             lines += [suite.diagnostic] if suite.diagnostic else []
         return "\n".join(lines)
