@@ -326,6 +326,29 @@ def check_cpa_failure(session, figures):
     check_pte_mapped(trace, figures, result.succeeded)
 
 
+def check_nofail_after_failed_split(session, figures):
+    """A __GFP_NOFAIL request never gets NULL, even when the split of its refill fails: the
+    CPA page-table allocation is made to fail once, as in check_cpa_failure(), while the
+    driver allocates with __GFP_NOFAIL from a drained cache, and every one of the N
+    requests succeeds with a 4K-mapped page. (v1: the request that met the failure got
+    NULL; mm review of v1, finding 5.)"""
+    require_stack_filter(session)
+    start, end = cpa_text(session)
+    trace = ptm(session, f"drop state failcpa {start:#x} {end:#x} alloc_nofail {N} "
+                         "failcpa off state addrs map after")
+    result = trace.results[0]
+    figures.update(cpa_failures_left=trace.injections_left[0], failed=result.failed,
+                   succeeded=result.succeeded)
+    assert trace.injections_left == [0], (
+        f"the injected failure of a CPA page-table allocation never happened (times left "
+        f"{trace.injections_left}): no split ran under {CPA_FUNCTION} at "
+        f"{start:#x}-{end:#x}\n{trace}")
+    assert result.failed == 0 and result.succeeded == N, (
+        f"{result.failed} of {N} __GFP_NOFAIL allocations got NULL after one failed split"
+        f"\n{trace}")
+    check_pte_mapped(trace, figures, result.succeeded)
+
+
 def check_fault_injection(session, figures):
     """Cache hits go through the allocator's fault injection (should_fail_alloc_page()):
     with every page allocation of the driving task made to fail, flagged allocations fail

@@ -3,7 +3,8 @@ PMD-mapped, even when splitting the direct map fails."""
 
 import pytest
 
-from .checks import check_cpa_failure, check_fault_injection, check_zeroed
+from .checks import (check_cpa_failure, check_fault_injection, check_nofail_after_failed_split,
+                     check_zeroed)
 
 pytestmark = pytest.mark.kernel
 
@@ -16,6 +17,12 @@ def test_zeroed_after_poisoned_frees(guest, figures):
 def test_failed_split_hands_out_no_pmd_mapped_page(guest, figures):
     """A CPA failure during a refill leaves no page handed out that is not 4K-mapped."""
     check_cpa_failure(guest, figures)
+
+
+def test_nofail_survives_a_failed_split(guest, figures):
+    """__GFP_NOFAIL requests never get NULL, even when a refill's split fails (mm review of
+    v1, finding 5)."""
+    check_nofail_after_failed_split(guest, figures)
 
 
 def test_fault_injection_reaches_cache_hits(guest, figures):
