@@ -1,15 +1,18 @@
-"""`pte-harness bench`: cold, cached and incremental build; harness boot vs a bare QEMU boot."""
+"""`pte-harness bench`: cold, cached and incremental build; harness boot vs a bare QEMU boot;
+what a __GFP_PTE_MAPPED allocation costs against a plain order-0 one (the test driver's
+``bench``, on one CPU and on two at once)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -195,8 +198,76 @@ def shape_rows(options: Options, rounds: int, accel: str) -> list[tuple[str, flo
     return rows
 
 
+COST_PAIRS = 100_000
+COST_RATIO_TARGET = 1.5  # flagged alloc+free pair against a plain one, on one CPU
+BENCH_FILE = "/sys/kernel/debug/pte_mapped_test/bench"
+
+
+@dataclass(frozen=True)
+class CacheCost:
+    """One ``bench`` of the test driver: wall times of ``pairs`` alloc+free pairs on each of
+    ``cpus`` CPUs at once, flagged (warm cache) and plain."""
+    cpus: int
+    pairs: int
+    flagged_ns: int
+    plain_ns: int
+    failed: int
+
+    @property
+    def ratio(self) -> float:
+        return self.flagged_ns / self.plain_ns
+
+
+BENCH_LINE = re.compile(r"bench cpus (\d+) pairs (\d+) flagged_ns (\d+) plain_ns (\d+) "
+                        r"failed (\d+)")
+
+
+def parse_cost(text: str) -> CacheCost:
+    """The driver's ``bench`` line; an error naming the file when it is not there."""
+    match = BENCH_LINE.search(text)
+    if not match:
+        raise HarnessError(f"{BENCH_FILE} gave no bench line (a series without the driver's "
+                           f"bench, patch 17?):\n{text.strip()}")
+    cpus, pairs, flagged, plain, failed = (int(g) for g in match.groups())
+    if not plain or not cpus:
+        raise HarnessError(f"{BENCH_FILE}: the bench did not run (cpus {cpus}, plain_ns {plain})")
+    return CacheCost(cpus, pairs, flagged, plain, failed)
+
+
+def measure_cost(options: Options, cpus: int, pairs: int) -> CacheCost:
+    """Boot a guest with ``cpus`` CPUs and run the driver's bench there."""
+    shaped = replace(options, cpus=cpus)
+    prepared = pipeline.prepare(shaped)
+    with tempfile.TemporaryDirectory(dir=subdir("bench")) as tmp:
+        with pipeline.boot(prepared, shaped, Path(tmp)) as session:
+            result = session.run(f"echo {pairs} > {BENCH_FILE} && cat {BENCH_FILE}", timeout=600)
+            if result.status != 0:
+                raise HarnessError(f"the driver's bench failed ({BENCH_FILE}):\n{result.output}")
+            return parse_cost(result.output)
+
+
+def cost_rows(one: CacheCost, two: CacheCost) -> list[tuple[str, float, str]]:
+    """Flagged against plain pairs on one CPU (target: COST_RATIO_TARGET), and on two CPUs at
+    once: their ratio, and how each kind's throughput scales from one CPU to two (a lock
+    that serialises the CPUs shows as a flagged scaling well below the plain one)."""
+    met = "met" if one.ratio <= COST_RATIO_TARGET else "MISSED"
+    def scaling(kind: str) -> float:
+        single, double = getattr(one, kind), getattr(two, kind)
+        return (two.cpus * two.pairs / double) / (one.pairs / single)
+    rows = [(f"cache cost, 1 CPU: {one.pairs} flagged alloc+free pairs (warm cache)",
+             one.flagged_ns / 1e9,
+             f"plain {one.plain_ns / 1e9:.3f} s, {one.ratio:.2f}x plain, "
+             f"target <= {COST_RATIO_TARGET}x: {met}; {one.failed} failed"),
+            (f"cache cost, {two.cpus} CPUs at once: {two.pairs} flagged pairs each",
+             two.flagged_ns / 1e9,
+             f"plain {two.plain_ns / 1e9:.3f} s, {two.ratio:.2f}x plain; throughput "
+             f"{scaling('flagged_ns'):.2f}x one CPU's (plain {scaling('plain_ns'):.2f}x); "
+             f"{two.failed} failed")]
+    return rows
+
+
 def main(options: Options, rounds: int = 5, cold: bool = True, ssh: bool = True,
-         shapes: bool = True) -> int:
+         shapes: bool = True, cost: bool = True) -> int:
     """The serial figures for ``options`` (whatever its transport), then the same over ssh
     (its own kernel, with kconfigs/net.config: built here when the cache lacks it)."""
     options = replace(options, transport="serial")
@@ -216,6 +287,10 @@ def main(options: Options, rounds: int = 5, cold: bool = True, ssh: bool = True,
         rows += transport_rows(pipeline.prepare(ssh_options), ssh_options, rounds, accel)
     if shapes:
         rows += shape_rows(options, rounds, accel)
+    if cost:
+        say(f"cache cost: {COST_PAIRS} alloc+free pairs, flagged and plain, 1 and 2 CPUs ...")
+        rows += cost_rows(measure_cost(options, 1, COST_PAIRS),
+                          measure_cost(options, 2, COST_PAIRS))
     width = max(len(name) for name, _, _ in rows)
     print(f"pte-harness bench: {options.tree}, series {options.series}, {os.cpu_count()} CPUs")
     for name, seconds, note in rows:

@@ -131,7 +131,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from harness import bench
     return bench.main(options_from(args), rounds=args.rounds, cold=not args.no_cold,
-                      ssh=not args.no_ssh, shapes=not args.no_shapes)
+                      ssh=not args.no_ssh, shapes=not args.no_shapes, cost=not args.no_cost)
 
 
 def add_kcidb_origin(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
@@ -232,6 +232,9 @@ def parser() -> argparse.ArgumentParser:
                    help="skip boot-to-first-command over ssh (its kernel is another build)")
     p.add_argument("--no-shapes", action="store_true",
                    help="skip the boots of 2 CPUs and of a NUMA and hotplug guest (another kernel)")
+    p.add_argument("--no-cost", action="store_true",
+                   help="skip the cost of a flagged allocation against a plain one (the test "
+                        "driver's bench, on 1 and 2 CPUs)")
     p.set_defaults(func=cmd_bench)
     for choice in sub.choices.values():
         add_verbosity(choice, argparse.SUPPRESS)  # after the subcommand too; not reset there
