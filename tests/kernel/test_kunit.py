@@ -233,7 +233,9 @@ def kunit(request: pytest.FixtureRequest, harness_options: Options, kunit_case: 
 
 
 def test_kunit(kunit: KunitRun, kunit_case: str, figures: dict[str, object]) -> None:
-    """KUnit's verdict on one case; its SKIP (the case cannot run in this guest) is a skip."""
+    """KUnit's verdict on one case. A KUnit SKIP fails too: this module's guest is shaped to
+    give every case what it needs (two nodes with memory, ZONE_DMA, ZONE_MOVABLE), so a case
+    that skips means the guest or kconfigs/kunit.config no longer does."""
     case, where = kunit.find(kunit_case)
     if case is None:
         pytest.fail(kunit.missing(kunit_case), pytrace=False)
@@ -242,7 +244,8 @@ def test_kunit(kunit: KunitRun, kunit_case: str, figures: dict[str, object]) -> 
         figures.update(params=len(case.subtests),
                        params_passed=sum(p.status == "ok" for p in case.subtests))
     if case.status == "skip":
-        pytest.skip(f"KUnit skipped {SUITE}.{kunit_case}: {case.reason or '(no reason given)'}")
+        pytest.fail(f"KUnit skipped {SUITE}.{kunit_case} ({case.reason or 'no reason given'}): "
+                    f"this guest should give it what it needs", pytrace=False)
     if case.status != "ok":
         pytest.fail(f"KUnit: not ok {case.number} {SUITE}.{kunit_case} (from {where})\n"
                     f"{case.diagnostic or '(no diagnostic printed)'}", pytrace=False)
