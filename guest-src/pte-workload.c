@@ -21,13 +21,23 @@
  *   pte-workload hold MB
  *	The same, but print "ready" and hold the memory until killed, so that
  *	what reclaim gave up can be read while the memory is still in use.
+ *   pte-workload secrets PAGES ROUNDS
+ *	ROUNDS times: create a memfd_secret() of PAGES pages, map it, write to
+ *	every page (each write faults in a page the kernel takes out of its
+ *	direct map), unmap it and close it. Prints "done".
+ *   pte-workload secret-hold PAGES
+ *	One such secret, kept mapped: prints "pfn 0x..." for each of its pages
+ *	(from /proc/self/pagemap), then "ready", and holds it until killed.
  */
+#include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -165,6 +175,80 @@ static int hold_memory(unsigned long mb)
 	return 0;
 }
 
+#ifndef __NR_memfd_secret
+#define __NR_memfd_secret 447	/* x86_64 */
+#endif
+
+/* A memfd_secret() of @pages pages, mapped, every page written. */
+static char *secret(unsigned long pages, int *fdp)
+{
+	unsigned long off;
+	int fd = syscall(__NR_memfd_secret, 0);
+	char *p;
+
+	if (fd < 0) {
+		perror("memfd_secret (CONFIG_SECRETMEM, secretmem.enable?)");
+		exit(2);
+	}
+	if (ftruncate(fd, pages * PAGE)) {
+		perror("ftruncate");
+		exit(2);
+	}
+	p = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) {
+		perror("mmap secret");
+		exit(2);
+	}
+	for (off = 0; off < pages * PAGE; off += PAGE)
+		p[off] = 1;
+	*fdp = fd;
+	return p;
+}
+
+static int secrets(unsigned long pages, unsigned long rounds)
+{
+	unsigned long i;
+	int fd;
+
+	for (i = 0; i < rounds; i++) {
+		char *p = secret(pages, &fd);
+
+		munmap(p, pages * PAGE);
+		close(fd);
+	}
+	printf("done\n");
+	return 0;
+}
+
+static int secret_hold(unsigned long pages)
+{
+	int fd, pagemap = open("/proc/self/pagemap", O_RDONLY);
+	char *p = secret(pages, &fd);
+	unsigned long i;
+	uint64_t entry;
+
+	if (pagemap < 0) {
+		perror("/proc/self/pagemap");
+		return 2;
+	}
+	for (i = 0; i < pages; i++) {
+		off_t at = ((uintptr_t)p / PAGE + i) * sizeof(entry);
+
+		if (pread(pagemap, &entry, sizeof(entry), at) != sizeof(entry)) {
+			perror("pagemap");
+			return 2;
+		}
+		/* Bit 63: present; bits 0-54: the pfn (zero without CAP_SYS_ADMIN). */
+		printf("pfn 0x%llx present %d\n",
+		       (unsigned long long)(entry & ((1ULL << 55) - 1)),
+		       (int)(entry >> 63));
+	}
+	printf("ready\n");
+	fflush(stdout);
+	hold();
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 4 && !strcmp(argv[1], "fragment"))
@@ -177,6 +261,10 @@ int main(int argc, char **argv)
 		return pressure(strtoul(argv[2], NULL, 0));
 	if (argc == 3 && !strcmp(argv[1], "hold"))
 		return hold_memory(strtoul(argv[2], NULL, 0));
-	fprintf(stderr, "usage: pte-workload fragment MB STRIDE | pipes N STRIDE | pgtables NPROC MB | pressure MB | hold MB\n");
+	if (argc == 4 && !strcmp(argv[1], "secrets"))
+		return secrets(strtoul(argv[2], NULL, 0), strtoul(argv[3], NULL, 0));
+	if (argc == 3 && !strcmp(argv[1], "secret-hold"))
+		return secret_hold(strtoul(argv[2], NULL, 0));
+	fprintf(stderr, "usage: pte-workload fragment MB STRIDE | pipes N STRIDE | pgtables NPROC MB | pressure MB | hold MB | secrets PAGES ROUNDS | secret-hold PAGES\n");
 	return 2;
 }
