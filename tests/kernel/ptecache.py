@@ -15,6 +15,7 @@ from .directmap import DirectMap, parse_run
 PAGES_PER_PMD = 512
 KB_PER_PMD = 2048
 SPLITS = "direct_map_level2_splits"
+COLLAPSES = "direct_map_level2_collapses"  # series v3: regions mapped by a PMD again
 CACHED = "nr_pte_mapped_cached"
 
 
