@@ -12,7 +12,7 @@ import re
 import pytest
 
 from tests.kernel.ptecache import (CACHED, KASAN_MEMFREE_SLACK, KB_PER_PMD, KPF_PGTABLE, SPLITS,
-                                   Trace, flagged_pfns, grouping_bound, kasan, ptm)
+                                   Trace, flagged_pfns, free_pages, grouping_bound, kasan, ptm)
 
 N = 2048
 # Unmovable free memory scattered over many 2M regions: what a long-running system has.
@@ -122,8 +122,7 @@ def check_shrinker_count(session, figures: dict) -> None:
     # Free memory is MemFree plus the per-CPU lists (a list refilled with a batch of 63
     # pages in between was seen on v3: MemFree fell by 63 more than the cache grew), and
     # each split took one of them for its PTE page.
-    memfree_fall = ((empty["MemFree"] - state["MemFree"]) // 4
-                    - (state.values.get("pcp_pages", 0) - empty.values.get("pcp_pages", 0)))
+    memfree_fall = free_pages(empty) - free_pages(state)
     if "pcp_pages" in state.values:
         memfree_fall -= state[SPLITS] - empty[SPLITS]
     figures.update(count_growth=grown, memfree_fall_pages=memfree_fall,

@@ -116,6 +116,21 @@ def grouping_bound(pages: int) -> int:
 
 KPF_PGTABLE = 26  # include/uapi/linux/kernel-page-flags.h
 
+# The cache's bound in pages (series v3, patch 19); 0 lifts it.
+CACHE_MAX_SYSCTL = "/proc/sys/vm/pte_mapped_cache_max"
+
+
+def lift_cache_bound(session) -> None:
+    """Let the cache grow without bound, for tests sized for an unbounded cache (a series
+    without the sysctl has no bound to lift)."""
+    session.run(f"[ ! -e {CACHE_MAX_SYSCTL} ] || echo 0 > {CACHE_MAX_SYSCTL}")
+
+
+def free_pages(state: State) -> int:
+    """Free memory in pages: MemFree (kB) plus the per-CPU lists, which MemFree does not
+    count (``pcp_pages``, read by ptm since series v3's tests; 0 where a trace lacks it)."""
+    return state["MemFree"] // 4 + state.values.get("pcp_pages", 0)
+
 # KASAN takes pages for itself while the driver allocates and frees (its stack depot grows
 # with each new allocation stack), so MemFree moves by more than the cache's pages. Seen on
 # 6.12 with kconfigs/kasan.config (v1 and v2 alike): 116 pages in check_shrinker_count,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import GuestTimeout
-from tests.kernel.ptecache import CACHED, meminfo, ptm
+from tests.kernel.ptecache import CACHED, lift_cache_bound, meminfo, ptm
 
 pytestmark = pytest.mark.kernel
 
@@ -42,8 +42,7 @@ def test_memory_holding_cached_pages_goes_offline(guest, figures):
     block = guest.hotplug.block_size()
     # The cache must hold every page of the block: lift its bound (series v3 has one, a
     # sixteenth of memory by default).
-    guest.run("[ ! -e /proc/sys/vm/pte_mapped_cache_max ] || "
-              "echo 0 > /proc/sys/vm/pte_mapped_cache_max")
+    lift_cache_bound(guest)
     trace = ptm(guest, f"map before alloc {HELD}", timeout=600)
     assert trace.results[0].succeeded == HELD, trace
     counts = held_per_block(guest, trace.maps["before"].base, block)

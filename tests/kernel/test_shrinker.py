@@ -3,7 +3,7 @@
 import pytest
 
 from tests.kernel.ptecache import (CACHED, COLLAPSES, KASAN_MEMFREE_SLACK, PAGES_PER_PMD, SPLITS,
-                                   Trace, kasan, ptm)
+                                   Trace, free_pages, kasan, lift_cache_bound, ptm)
 
 from .checks import N, check_shrinker_count
 
@@ -54,9 +54,8 @@ def test_shrinker_scan(guest, figures):
     refilled0 = PAGES_PER_PMD * (s1 - s0)["pte_mapped_refill"]
 
     def off_by(before, after, given_back: int) -> int:
-        delta = after - before
-        rise = (after["MemFree"] - before["MemFree"]) // 4 + delta.get("pcp_pages", 0)
-        low, high = given_back, given_back + delta.get(COLLAPSES, 0)
+        rise = free_pages(after) - free_pages(before)
+        low, high = given_back, given_back + (after - before).get(COLLAPSES, 0)
         return rise - min(max(rise, low), high)
 
     noise = [off_by(s0, s1, freed - refilled0),
@@ -87,8 +86,7 @@ def test_shrinker_under_memory_pressure(guest, figures):
     cached_pages = 40000  # about 156 MiB held by the cache
     # More than series v3's default bound (a sixteenth of memory): lift it, this test is
     # about how much of a large cache reclaim takes.
-    guest.run("[ ! -e /proc/sys/vm/pte_mapped_cache_max ] || "
-              "echo 0 > /proc/sys/vm/pte_mapped_cache_max")
+    lift_cache_bound(guest)
     before = ptm(guest, f"alloc {cached_pages} free all state", timeout=600).states[0]
     # Hold more than is free plus half of the cache: only the shrinker can make room, and
     # it must give back more than half of the cache while the memory is held. How much
