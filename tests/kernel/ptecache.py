@@ -126,6 +126,12 @@ def lift_cache_bound(session) -> None:
     session.run(f"[ ! -e {CACHE_MAX_SYSCTL} ] || echo 0 > {CACHE_MAX_SYSCTL}")
 
 
+# Drop the cache twice, a second apart: the first drop empties it, the reserve work may
+# then refill it with a fresh 2M block (split for the purpose), which the second drop
+# maps by a PMD again. What DirectMap4k says after it is the healed direct map.
+SETTLED_DROP = "drop pause 1 drop"
+
+
 def free_pages(state: State) -> int:
     """Free memory in pages: MemFree (kB) plus the per-CPU lists, which MemFree does not
     count (``pcp_pages``, read by ptm since series v3's tests; 0 where a trace lacks it)."""

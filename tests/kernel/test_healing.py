@@ -11,7 +11,7 @@ import pytest
 
 from harness.guest import crash
 from tests.kernel.ptecache import (CACHE_MAX_SYSCTL, CACHED, COLLAPSES, KB_PER_PMD, PAGES_PER_PMD,
-                                   SPLITS, Trace, ptm)
+                                   SETTLED_DROP, SPLITS, Trace, ptm)
 
 from .checks import check_pte_mapped
 
@@ -74,7 +74,7 @@ def test_cycles_end_near_the_start(guest, figures):
     """Twenty rounds of allocating and freeing 10,000 pages, with page-table churn from
     processes coming and going, end, once the cache is dropped, with DirectMap4k at most
     one region above where they started."""
-    start = ptm(guest, "drop state").states[0]
+    start = ptm(guest, f"{SETTLED_DROP} state").states[0]
     peak = start["DirectMap4k"]
     for round_ in range(ROUNDS):
         churn = round_ % 5 == 0
@@ -86,7 +86,7 @@ def test_cycles_end_near_the_start(guest, figures):
         if churn:
             result = guest.run("bg-stop churn", timeout=120)
             assert result.status == 0, result.output
-    end = ptm(guest, "drop state map after")
+    end = ptm(guest, f"{SETTLED_DROP} state map after")
     final = end.states[0]
     # What the cache held once dropped: a refill of the reserve after the drop (then
     # cached_at_end > 0) splits a fresh region, the one region the limit allows.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.kernel.ptecache import KB_PER_PMD, SPLITS, ptm
+from tests.kernel.ptecache import KB_PER_PMD, SETTLED_DROP, SPLITS, ptm
 
 from .checks import fragment
 
@@ -45,10 +45,10 @@ def test_secretmem_direct_map_heals(boot, figures):
     their pages and whole again (DirectMap4k within one region of the start) once the
     cache is dropped."""
     guest = boot(SECRETMEM)
-    start = ptm(guest, "drop state").states[0]
+    start = ptm(guest, f"{SETTLED_DROP} state").states[0]
     result = guest.run("pte-workload secrets 2048 10", timeout=600)
     assert result.status == 0, f"secrets workload failed:\n{result.output}"
-    after = ptm(guest, "state drop state")
+    after = ptm(guest, f"state {SETTLED_DROP} state map after")
     used, dropped = after.states
     figures.update(directmap4k_start_kb=start["DirectMap4k"],
                    directmap4k_after_workload_kb=used["DirectMap4k"],
