@@ -6,6 +6,10 @@ Each mutant runs as ``pte-harness run --bisect-exit -x`` in a child process, so 
 verdict is bisect's: 1 (a test failed or the kernel crashed) is KILLED, 0 is SURVIVED,
 125 (patch, config, build or boot failed: nothing was judged) is BROKEN, anything else is
 an ERROR of the harness.
+
+A mutant's description may name the tests that killed it before (``Killed-by: test_a
+test_b``): those run first, and only when none of them fails does the whole suite run. The
+hint only orders the work; a mutant is KILLED only by a test that failed on it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from harness.suite.summary import Summary
 MUTANT_DIR = PROJECT_ROOT / "tests" / "mutants"
 MUTANT_PATCH = "9999-mutant-{name}.patch"
 RUN_TIMEOUT = 3600.0  # one mutant: an incremental build and the suite
+KILLED_BY = "Killed-by:"
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class Mutant:
     name: str
     path: Path
     description: str  # the paragraph before the diff: the bug it models
+    killers: tuple[str, ...] = ()  # its "Killed-by:" line: tests to run first
 
 
 @dataclass
@@ -56,7 +62,9 @@ def load(directory: Path = MUTANT_DIR) -> list[Mutant]:
         description = text.split("\n---\n", 1)[0].strip()
         if not description or description.startswith(("---", "diff ")):
             raise UsageError(f"mutant {path} has no description before its diff")
-        found.append(Mutant(path.stem, path, description))
+        killers = tuple(word for line in description.splitlines()
+                        if line.startswith(KILLED_BY) for word in line[len(KILLED_BY):].split())
+        found.append(Mutant(path.stem, path, description, killers))
     return found
 
 
@@ -84,28 +92,36 @@ def mutated_series(series: Path, mutant: Mutant, dest: Path) -> Path:
 
 def run_one(mutant: Mutant, options: Options, series: Path, results: Path,
             keyword: str | None = None) -> Verdict:
-    """Build and test one mutant in a child ``pte-harness run``; its output goes to
-    ``results/run.log``."""
+    """Build and test one mutant in a child ``pte-harness run``: with ``keyword``, the tests
+    it selects; otherwise the tests the mutant names first (``results/first``), then, unless
+    one of them killed it, the whole suite (``results/run``). Output goes to ``run.log``."""
     results.mkdir(parents=True, exist_ok=True)
     work = Path(subdir("scratch")) / f"mutant-{mutant.name}-{time.monotonic_ns()}"
+    start = time.monotonic()
     try:
         mutated = mutated_series(series, mutant, work)
         config = write_yaml(options, results / "mutant-options.yaml", skip=("series",))
         command = [sys.executable, "-m", "harness.cli", "run", "--config", str(config),
-                   "--series", str(mutated), "--results", str(results / "run"),
-                   "--bisect-exit", "--exitfirst"]
-        if keyword:
-            command += ["-k", keyword]
-        start = time.monotonic()
+                   "--series", str(mutated), "--bisect-exit", "--exitfirst"]
+        passes: list[tuple[str | None, str]] = [(keyword, "run")]
+        if not keyword and mutant.killers:
+            passes.insert(0, (" or ".join(mutant.killers), "first"))
         with (results / "run.log").open("w") as log:
-            status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
-                                    timeout=RUN_TIMEOUT).returncode
-        seconds = round(time.monotonic() - start, 1)
+            for selection, name in passes:
+                log.write(f"== {name}: {selection or 'the whole suite'}\n")
+                log.flush()
+                status = subprocess.run(
+                    command + ["--results", str(results / name)]
+                    + (["-k", selection] if selection else []),
+                    stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT).returncode
+                if status != BISECT_GOOD:
+                    break
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    seconds = round(time.monotonic() - start, 1)
     verdict = {BISECT_BAD: "KILLED", BISECT_GOOD: "SURVIVED", BISECT_SKIP: "BROKEN"}.get(
         status, "ERROR")
-    summary = Summary.read(results / "run") or Summary()
+    summary = Summary.read(results / name) or Summary()
     killed_by = {nodeid.split("::", 1)[-1]: entry.message
                  for nodeid, entry in summary.tests.items() if entry.outcome.kernel_is_wrong}
     return Verdict(mutant.name, verdict, seconds, str(results), killed_by)

@@ -55,3 +55,36 @@ def test_verdict_from_the_child_run(status, verdict, tmp_path, monkeypatch, cach
     assert got.verdict == verdict
     assert got.killed_by == {"test_a": "boom"}
     assert "by test_a: boom" in mutate.report([got])
+
+
+def test_killed_by_names_the_tests_to_run_first():
+    mutants = {m.name: m for m in mutate.load()}
+    assert all(m.killers for m in mutants.values()), [n for n, m in mutants.items() if not m.killers]
+    assert mutants["shrink-count-half"].killers == ("test_shrinker_count_matches_cache_counter",
+                                                    "test_reserve_topped_up_after_drain")
+
+
+@pytest.mark.parametrize("first_status, runs, verdict", [
+    (1, ["first"], "KILLED"),  # a named test failed: the whole suite is not needed
+    (0, ["first", "run"], "SURVIVED"),  # they passed: the whole suite decides
+    (125, ["first"], "BROKEN")])
+def test_named_tests_run_first_then_the_whole_suite(first_status, runs, verdict, tmp_path,
+                                                     monkeypatch, cache):
+    seen = []
+
+    def child(command, **kwargs):
+        results = Path(command[command.index("--results") + 1])
+        seen.append((results.name, command[command.index("-k") + 1] if "-k" in command else None))
+        results.mkdir(parents=True)
+        Summary().write(results / "summary.json")
+        return subprocess.CompletedProcess(command, first_status if results.name == "first" else 0)
+
+    monkeypatch.setattr(mutate.subprocess, "run", child)
+    mutant = mutate.Mutant("m", mutate.load()[0].path, "Mutant: x", ("test_a", "test_b"))
+    got = mutate.run_one(mutant, Options(), PATCH_DIR / "v6.12", tmp_path / "r")
+    assert [name for name, _ in seen] == runs and got.verdict == verdict
+    assert seen[0][1] == "test_a or test_b" and seen[1:] in ([], [("run", None)])
+    # an explicit selection replaces the hint
+    seen.clear()
+    mutate.run_one(mutant, Options(), PATCH_DIR / "v6.12", tmp_path / "k", keyword="test_c")
+    assert seen == [("run", "test_c")]
