@@ -27,6 +27,22 @@ def pytest_configure(config: pytest.Config) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """``pytest tests/unit`` (only unit tests asked for, no ``-n`` given) runs on two
+    pytest-xdist workers where there are two CPUs: the unit tests are small and many, and
+    half of their time is waiting on local processes. Kernel and integration tests never
+    run in parallel (one kernel build at a time); ``-n 0`` runs the unit tests serially."""
+    if (not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput")
+            or config.getoption("numprocesses", None) is not None
+            or config.getoption("collectonly") or (os.cpu_count() or 1) < 2):
+        return
+    paths = [(config.invocation_params.dir / arg.split("::")[0]).resolve() for arg in config.args]
+    if paths and all(path == UNIT or UNIT in path.parents for path in paths):
+        config.option.numprocesses = 2
+        config.option.dist = "load"
+
+
 def leftovers(wait: float) -> dict[int, str]:
     """Descendants still running after up to ``wait`` seconds (a process being stopped
     gets that long); they are then killed, so that one leak is reported once."""

@@ -5,8 +5,10 @@ run directory, and sockets of the harness's own."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -127,13 +129,14 @@ def test_the_run_lock_follows_no_link(tmp_path):
 def test_sockets_are_the_harnesss_own_and_per_process(tmp_path, monkeypatch):
     """The control and QMP sockets are in this user's runtime directory (not predictable
     names in /tmp), and two harnesses with the same run directory get different ones."""
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
-    (tmp_path / "xdg").mkdir()
+    xdg = Path(tempfile.mkdtemp(prefix="xdg-", dir="/tmp"))  # as short as /run/user/0
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
     config = vm.VmConfig(tmp_path / "bzImage", tmp_path / "initrd", tmp_path / ("run" * 40),
                          accel="tcg", memory="1G", cpus=1, cpu="max", append="", numa=0,
                          hotplug="", wiring=vm.BARE)
     sockets = config.control_socket, config.qmp_socket
-    assert all(s.parent == tmp_path / "xdg" / "pte-harness" for s in sockets)
+    shutil.rmtree(xdg)
+    assert all(s.parent == xdg / "pte-harness" for s in sockets)
     assert all(len(str(s)) < 108 for s in sockets)
     monkeypatch.setattr(os, "getpid", lambda: 1)
     assert config.control_socket not in sockets
