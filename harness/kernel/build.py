@@ -21,7 +21,7 @@ from harness.progress import Stage, say
 from harness.errors import BuildError, UsageError
 from harness.kernel.kconfig import Fragment
 
-RECIPE = "pte-harness-build-2"  # bump when the way images are built changes
+RECIPE = "pte-harness-build-3"  # bump when the way images are built changes (3: cc.sh)
 ARCH = "x86_64"
 IMAGE = "arch/x86/boot/bzImage"
 REPRODUCIBLE_ENV = {
@@ -205,6 +205,7 @@ def build(request: BuildRequest) -> BuildResult:
             kconfig.check(space.src, config, fragments, "after the build")
         finally:
             workspace.mark_build_end(space)
+        check_payload(objdir)
         publish(objdir, out)
         seconds = time.monotonic() - start
         write_json_atomic(out / "harness-build.json", {
@@ -230,11 +231,30 @@ def publish(objdir: Path, out: Path) -> None:
         os.replace(tmp, target)
 
 
+CC_WRAPPER = Path(__file__).with_name("cc.sh")  # ccache for everything but *.S
+
+
 def make_command(tree: Path, build_dir: Path, jobs: int) -> list[str]:
     command = ["make", "-C", str(tree), f"O={build_dir}", f"ARCH={ARCH}", f"-j{jobs}"]
     if shutil.which("ccache"):
-        command.append("CC=ccache gcc")
+        command.append(f"CC=sh {CC_WRAPPER}")
     return command
+
+
+def check_payload(objdir: Path) -> None:
+    """The image holds the kernel this build compressed (arch/x86/boot/compressed/
+    vmlinux.bin.*, newest): a compiler cache once handed back an older piggy.o, and the
+    bzImage booted an older kernel than the vmlinux beside it."""
+    compressed = [p for p in (objdir / "arch/x86/boot/compressed").glob("vmlinux.bin.*")
+                  if p.is_file()]
+    if not compressed:
+        return  # an uncompressed kernel, or an architecture laid out otherwise
+    payload = max(compressed, key=lambda p: p.stat().st_mtime_ns)
+    if payload.read_bytes() not in (objdir / IMAGE).read_bytes():
+        raise BuildError(f"{objdir / IMAGE} does not hold the kernel just built: {payload} is "
+                         "not in it (a stale arch/x86/boot/compressed/piggy.o?)",
+                         f"fix: rm {objdir / 'arch/x86/boot/compressed/piggy.o'} and build "
+                         "again")
 
 
 NO_SPACE = "No space left on device"  # strerror(ENOSPC), as make, gcc and ld print it

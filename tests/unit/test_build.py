@@ -1,6 +1,8 @@
 import io
 import json
 import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -232,3 +234,36 @@ def test_build_interrupted_by_sigterm_stops_make_and_rebuilds_cleanly(fake_make)
     mode.write_text("")
     result = build.build(r)
     assert not result.reused and (result.build_dir / "harness-build.json").is_file()
+
+
+def test_cc_wrapper_keeps_assembler_sources_out_of_ccache(tmp_path):
+    """make's CC runs gcc through ccache, but assembles *.S with gcc alone: ccache in
+    depend mode does not see piggy.S's .incbin and handed back an older kernel."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    for name in ("ccache", "gcc"):
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {calls}\n')
+        (bin_dir / name).chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    assert build.make_command(Path("/t"), Path("/o"), 2)[-1] == f"CC=sh {build.CC_WRAPPER}" \
+        or not shutil.which("ccache")
+    for args in (["-c", "-o", "mm/a.o", "mm/a.c"],
+                 ["-Wp,-MMD,x.d", "-c", "-o", "piggy.o", "arch/x86/boot/compressed/piggy.S"],
+                 ["--version"]):
+        subprocess.run(["sh", str(build.CC_WRAPPER), *args], env=env, check=True)
+    assert calls.read_text().splitlines() == [
+        "ccache gcc -c -o mm/a.o mm/a.c",
+        "gcc -Wp,-MMD,x.d -c -o piggy.o arch/x86/boot/compressed/piggy.S",
+        "ccache gcc --version"]
+
+
+def test_an_image_without_the_kernel_just_compressed_is_a_build_error(tmp_path):
+    compressed = tmp_path / "arch/x86/boot/compressed"
+    compressed.mkdir(parents=True)
+    (compressed / "vmlinux.bin.xz").write_bytes(b"new kernel")
+    image = tmp_path / build.IMAGE
+    image.write_bytes(b"setup old kernel")
+    with pytest.raises(build.BuildError, match="does not hold the kernel just built.*piggy.o"):
+        build.check_payload(tmp_path)
+    image.write_bytes(b"setup new kernel")
+    build.check_payload(tmp_path)
