@@ -4,8 +4,11 @@
  *
  *   pte-workload fragment MB STRIDE
  *	Map and touch MB MiB of anonymous memory, then give back every STRIDE-th
- *	page (MADV_DONTNEED), leaving single free pages scattered over many 2M
- *	regions of the direct map. Prints "ready" and holds the rest until killed.
+ *	page (munmap), leaving single free pages scattered over the movable
+ *	pageblocks that hold the rest (a STRIDE above 2 leaves each of them less
+ *	than half free, so an unmovable allocation falling back to one does not
+ *	claim it). Prints "ready" and holds the rest until killed (one mapping
+ *	per hole: keep MB * 256 / STRIDE under vm.max_map_count).
  *   pte-workload pipes N STRIDE
  *	Fill N pipes with one page each (unmovable kernel pages, taken in order),
  *	then close every STRIDE-th pipe: single free unmovable pages scattered over
@@ -69,8 +72,13 @@ static int fragment(unsigned long mb, unsigned long stride)
 
 	for (off = 0; off < bytes; off += PAGE)
 		p[off] = 1;
-	for (off = 0; off < bytes; off += stride * PAGE)
-		madvise(p + off, PAGE, MADV_DONTNEED);
+	/* munmap(), not madvise(): tinyconfig has no ADVISE_SYSCALLS. */
+	for (off = 0; off < bytes; off += stride * PAGE) {
+		if (munmap(p + off, PAGE)) {
+			perror("munmap");
+			return 2;
+		}
+	}
 	printf("ready\n");
 	fflush(stdout);
 	hold();
