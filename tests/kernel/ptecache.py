@@ -54,6 +54,8 @@ class Trace:
     addrs: list[int] = field(default_factory=list)
     maps: dict[str, DirectMap] = field(default_factory=dict)  # ``map LABEL`` steps
     injections_left: list[int] = field(default_factory=list)  # ``failcpa off`` steps
+    types: list[dict[str, int]] = field(default_factory=list)  # ``types``: held pages by
+    # the migratetype of their pageblock, {"Unmovable": U, "Movable": M, ...}
 
     def __str__(self) -> str:
         lines = [f"ptm trace of: {self.command}"]
@@ -83,6 +85,9 @@ def parse_trace(command: str, output: str) -> Trace:
                                           None if nonzero is None else int(nonzero)))
         elif line.startswith("failcpa left "):
             trace.injections_left.append(int(line.split()[2]))
+        elif line.startswith("types "):
+            words = line.split()[1:]
+            trace.types.append({name: int(n) for name, n in zip(words[::2], words[1::2])})
         elif line.startswith("addr "):
             trace.addrs.append(int(line.split()[1], 16))
         elif line.startswith("map "):

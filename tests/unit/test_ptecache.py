@@ -69,3 +69,10 @@ def test_parse_zeroed_result_and_injections():
     assert trace.results == [ptecache.OpResult("alloc_zero", "8", 8, 8, 0, 3)]
     assert trace.injections_left == [0, 1]
     assert "nonzero 3" in str(trace)
+
+
+def test_parse_types():
+    trace = ptecache.parse_trace("ptm types", "types Unmovable 2491 Movable 5701 Reclaimable 0 "
+                                              "HighAtomic 0\nstopped frag\n")
+    assert trace.types == [{"Unmovable": 2491, "Movable": 5701, "Reclaimable": 0,
+                            "HighAtomic": 0}]
