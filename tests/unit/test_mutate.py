@@ -14,7 +14,9 @@ from harness.suite import mutate
 from harness.suite.summary import Outcome, Summary, TestResult
 
 
-def test_every_mutant_says_what_it_models_and_applies_to_the_series(tmp_path):
+def test_every_mutant_says_what_it_models_and_goes_last_in_the_series(tmp_path):
+    # Whether its hunks apply to the real tree is judged where the tree is, by
+    # tests/mutants (a mutant that does not apply is BROKEN there, and fails).
     mutants = mutate.load()
     assert len(mutants) >= 10
     for mutant in mutants:
