@@ -10,6 +10,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from harness.guest import crash
+
 from .directmap import DirectMap, parse_run
 
 PAGES_PER_PMD = 512
@@ -153,6 +155,12 @@ def kasan(session) -> bool:
     """Whether the guest's kernel was built with KASAN (its report function is in
     /proc/kallsyms): tests comparing MemFree with the cache allow KASAN_MEMFREE_SLACK."""
     return session.run("grep -q ' kasan_report$' /proc/kallsyms", timeout=60).status == 0
+
+
+def kernel_reports(session) -> list[crash.Finding]:
+    """Reports in the guest's kernel log so far, found by the harness's own scanner (the
+    one it runs on every console), read here so that a test's verdict names them."""
+    return crash.scan(session.run("dmesg", timeout=120).output)
 
 
 def meminfo(session, path: str = "/proc/meminfo") -> dict[str, int]:

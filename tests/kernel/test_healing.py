@@ -11,7 +11,7 @@ import pytest
 
 from harness.guest import crash
 from tests.kernel.ptecache import (CACHE_MAX_SYSCTL, CACHED, COLLAPSES, KB_PER_PMD, PAGES_PER_PMD,
-                                   SETTLED_DROP, SPLITS, Trace, ptm)
+                                   SETTLED_DROP, SPLITS, Trace, kernel_reports, ptm)
 
 from .checks import check_pte_mapped
 
@@ -166,9 +166,7 @@ def test_collapse_races_with_the_page_table_dump(guest, figures):
     trace = ptm(guest, f"state alloc {HEAL_N} addrs map after", timeout=600)
     collapses = (trace.states[0] - before).get(COLLAPSES)
     figures["collapses"] = collapses
-    # The harness's own scanner (the one it runs on every console), on the kernel log read
-    # here so that this test's verdict names what it found.
-    findings = crash.scan(guest.run("dmesg", timeout=120).output)
+    findings = kernel_reports(guest)
     assert not findings, ("kernel reports while collapsing under the dump:\n"
                           + crash.report(findings))
     assert collapses, f"no region collapsed in 10 rounds of allocate, free and drop\n{trace}"

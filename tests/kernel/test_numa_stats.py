@@ -11,11 +11,9 @@ from __future__ import annotations
 import pytest
 
 from tests.kernel.ptecache import ptm
+from tests.kernel.test_isolation import MACHINE  # 2 CPUs on 2 nodes: one kernel for both
 
 pytestmark = pytest.mark.kernel
-
-# The shape of test_isolation.py's guests (one kernel for both): 2 CPUs on 2 nodes.
-MACHINE = {"cpus": 2, "numa": 2, "hotplug": "1G", "memory": "2G"}
 N = 4096
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from harness.guest import crash
-from tests.kernel.ptecache import ptm
+from tests.kernel.ptecache import kernel_reports, ptm
 
 pytestmark = pytest.mark.kernel
 N = 2048  # four 2M blocks' worth: from an emptied cache, several refills and splits
@@ -32,8 +32,7 @@ def test_nofs_refill_stays_out_of_fs_reclaim(guest, figures):
     # CPA's own counter: at least one 2M mapping was split while the lock was held,
     # which is what must not enter filesystem reclaim.
     assert splits >= 1, f"no split of the direct map under the lock: nothing was tested\n{trace}"
-    reports = [f for f in crash.scan(guest.run("dmesg", timeout=120).output)
-               if f.kind in ("lockdep", "warning", "sleep-in-atomic")]
+    reports = kernel_reports(guest)
     assert not reports, (
-        f"{N} GFP_NOFS allocations ({splits} splits) entered filesystem reclaim:\n"
-        + crash.report(reports))
+        f"kernel reports during {N} GFP_NOFS allocations ({splits} splits); a lockdep one "
+        "means they may enter filesystem reclaim:\n" + crash.report(reports))
